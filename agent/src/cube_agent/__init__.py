@@ -1,0 +1,3 @@
+"""Cube agent: a backend-agnostic LLM proxy."""
+
+__version__ = "0.1.0"

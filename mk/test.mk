@@ -1,0 +1,37 @@
+# Tests and static checks.
+
+HELP_LINES += '' 'Tests and checks:' \
+	'  test                     every test, QEMU-booted ones included' \
+	'  test-quick               every test but the QEMU-booted ones' \
+	'  check                    check-package, shellcheck, ruff' \
+	'  deps                     install host packages (Debian) and the Python venv'
+
+PYTEST_ARGS ?=
+
+.PHONY: test test-quick check deps venv
+
+deps:
+	scripts/install-host-deps.sh
+	$(MAKE) venv
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: requirements-dev.txt agent/pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -r requirements-dev.txt -e './agent[test]'
+	touch $@
+
+test: venv buildroot
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests
+
+test-quick: venv buildroot
+	$(PYTHON) -m pytest -m 'not vm' $(PYTEST_ARGS) tests
+
+SHELL_SCRIPTS = $(shell git ls-files | xargs grep -lE '^\#!/bin/(ba)?sh' 2>/dev/null)
+
+check: venv buildroot
+	PATH="$(VENV)/bin:$$PATH" $(BUILDROOT_DIR)/utils/check-package -b $$(git ls-files br2-external)
+	shellcheck $(SHELL_SCRIPTS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
