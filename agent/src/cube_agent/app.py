@@ -1,0 +1,142 @@
+"""The application: `create_app(settings)` wires config, keys, routing, proxy and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from . import __version__
+from .auth import Auth
+from .config import ConfigError, Settings
+from .errors import AgentError, error_response, handle_agent_error
+from .keys import KeyFile, KeyFileError
+from .metrics import Metrics
+from .middleware import RequestContext
+from .proxy import Proxy
+from .routing import Router
+
+log = logging.getLogger("cube_agent")
+
+PROXY_METHODS = ["GET", "POST", "DELETE", "HEAD"]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; a bad routes file or key file raises ConfigError (one line)."""
+    router = Router.from_settings(settings)
+    if settings.auth:
+        try:
+            keys: KeyFile | None = KeyFile.load(settings.key_file)
+        except KeyFileError as exc:
+            raise ConfigError(f"UV_CUBE_AGENT_KEY_FILE={settings.key_file}: {exc}") from None
+    else:
+        keys = None
+        log.warning("authentication is OFF (UV_CUBE_AGENT_AUTH=off): every request is allowed")
+    auth = Auth(keys)
+    metrics = Metrics()
+    proxy = Proxy(router, auth, metrics, settings.max_body_bytes)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for upstream in router.upstreams.values():
+            await upstream.start()
+        log.info(
+            "cube agent started",
+            extra={"targets": list(router.upstreams), "rules": len(router.rules)},
+        )
+        try:
+            yield
+        finally:
+            for upstream in router.upstreams.values():
+                await upstream.close()
+
+    app = FastAPI(
+        title="Cube agent",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI loads from a CDN: useless in an air-gapped VM
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.router = router
+    app.state.metrics = metrics
+    app.add_middleware(RequestContext, metrics=metrics)
+    app.add_exception_handler(AgentError, handle_agent_error)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(request.url.path, AgentError(exc.status_code, str(exc.detail)))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(request.url.path, AgentError(500, "internal error in the agent"))
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+
+    def any_key(request: Request) -> None:
+        auth.check(request.headers, None)
+
+    def admin_key(request: Request) -> None:
+        auth.check(request.headers, None, admin=True)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, str]:
+        """Alive. Needs no key."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    async def ready() -> Response:
+        """Every engine reachable (200) or not (503). Needs no key."""
+        upstreams = list(router.upstreams.values())
+        results = await asyncio.gather(*(u.ready() for u in upstreams))
+        ok = all(results)
+        return JSONResponse(
+            {
+                "status": "ready" if ok else "unavailable",
+                "engines_ready": sum(results),
+                "engines": len(results),
+            },
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], dependencies=[Depends(admin_key)])
+    async def prometheus() -> Response:
+        """Prometheus metrics. Needs an admin key (Prometheus: `authorization` in the scrape)."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/routes", tags=["operations"], dependencies=[Depends(admin_key)])
+    async def routes() -> dict[str, Any]:
+        """The routing rules in priority order and the default target. Needs an admin key."""
+        return router.describe()
+
+    attestation = _attestation_router()
+    if attestation is not None:
+        app.include_router(attestation, dependencies=[Depends(any_key)])
+
+    for prefix in ("", "/{domain}"):
+        app.add_route(
+            prefix + "/v1/{rest:path}", proxy.openai, methods=PROXY_METHODS, include_in_schema=False
+        )
+        app.add_route(
+            prefix + "/api/{name}", proxy.ollama, methods=PROXY_METHODS, include_in_schema=False
+        )
+    return app
+
+
+def _attestation_router() -> Any:
+    """The CVM attestation endpoint, when that module is part of this install."""
+    try:
+        from .attestation import router
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.attestation":
+            raise
+        return None
+    return router

@@ -1,0 +1,247 @@
+"""Routing rules: which engine a request goes to.
+
+The routes file (YAML) lists rules; the highest `priority` wins, ties keep file order, and
+the implicit last rule sends everything else to UV_CUBE_AGENT_TARGET_URL::
+
+    rules:
+      - name: tiny-on-llama            # unique, shown in errors and at /admin/routes
+        priority: 10                   # optional, default 0
+        match:                         # every condition given must hold; all are regexes
+          path: ^/v1/chat/completions$ # searched in the path without the /{domain} prefix
+          methods: [POST]
+          domain: ^team-a$
+          headers: {x-team: ^blue$}
+          query: {variant: ^b$}
+          body: {model: ^tiny}         # top-level JSON field of the request body
+        target: http://127.0.0.1:8080  # may carry a base path
+        engine: openai                 # auto (default), ollama, openai
+        strip_prefix: /engine-b        # removed from the path before it is forwarded
+
+The body is parsed only when a rule that is otherwise matching has a `body` condition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import ConfigError, Settings
+from .upstream import Upstream
+
+
+def _regex(value: str) -> re.Pattern[str]:
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {value!r}: {exc}") from None
+
+
+class _Match(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    methods: list[str] | None = None
+    domain: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("path", "domain")
+    @classmethod
+    def _one_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            _regex(value)
+        return value
+
+    @field_validator("headers", "query", "body")
+    @classmethod
+    def _many_regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value.values():
+            _regex(str(pattern))
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: list[str] | None) -> list[str] | None:
+        return [m.upper() for m in value] if value is not None else None
+
+
+class _RuleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    priority: int = 0
+    match: _Match = Field(default_factory=_Match)
+    target: AnyHttpUrl
+    engine: Literal["auto", "ollama", "openai"] = "auto"
+    strip_prefix: str = ""
+
+
+class _RoutesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass
+class Rule:
+    """A validated rule with its regexes compiled once."""
+
+    name: str
+    priority: int
+    upstream: Upstream
+    strip_prefix: str
+    spec: dict[str, Any]
+    path: re.Pattern[str] | None
+    methods: frozenset[str] | None
+    domain: re.Pattern[str] | None
+    headers: tuple[tuple[str, re.Pattern[str]], ...]
+    query: tuple[tuple[str, re.Pattern[str]], ...]
+    body: tuple[tuple[str, re.Pattern[str]], ...]
+
+    def matches_request_line(
+        self,
+        method: str,
+        path: str,
+        domain: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+    ) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.path is not None and not self.path.search(path):
+            return False
+        if self.domain is not None and not self.domain.search(domain):
+            return False
+        for name, pattern in self.headers:
+            value = headers.get(name)
+            if value is None or not pattern.search(value):
+                return False
+        for name, pattern in self.query:
+            value = query.get(name)
+            if value is None or not pattern.search(value):
+                return False
+        return True
+
+    def matches_body(self, body: Any) -> bool:
+        if not isinstance(body, dict):
+            return False
+        for name, pattern in self.body:
+            value = body.get(name)
+            if value is None or not pattern.search(value if isinstance(value, str) else str(value)):
+                return False
+        return True
+
+    def forward_path(self, path: str) -> str:
+        if self.strip_prefix and path.startswith(self.strip_prefix):
+            return path[len(self.strip_prefix) :] or "/"
+        return path
+
+
+class Router:
+    """Picks the upstream for a request; owns every Upstream (one per distinct target)."""
+
+    def __init__(self, settings: Settings, rules_spec: list[dict[str, Any]] | None = None) -> None:
+        self._settings = settings
+        self.upstreams: dict[str, Upstream] = {}
+        self.default = self._upstream(settings.target, settings.engine)
+        self.rules: list[Rule] = []
+        for index, raw in enumerate(rules_spec or []):
+            self.rules.append(self._compile(index, raw))
+        self.rules.sort(key=lambda r: -r.priority)  # stable: ties keep file order
+        self.needs_body = any(r.body for r in self.rules)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Router:
+        if settings.routes_file is None:
+            return cls(settings)
+        where = settings.routes_file
+        try:
+            data = yaml.safe_load(where.read_text()) or {}
+            rules = _RoutesFile.model_validate(data).rules
+        except OSError as exc:
+            raise ConfigError(f"UV_CUBE_AGENT_ROUTES_FILE={where}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not YAML: {str(exc).splitlines()[0]}") from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
+        return cls(settings, rules)
+
+    def _upstream(self, url: str, engine: str) -> Upstream:
+        url = url.rstrip("/")
+        existing = self.upstreams.get(url)
+        if existing is not None:
+            if engine != "auto" and existing.configured not in ("auto", engine):
+                raise ConfigError(
+                    f"target {url} is declared both {existing.configured} and {engine}"
+                )
+            if engine != "auto":
+                existing.configured = engine
+                existing.kind = engine  # type: ignore[assignment]
+            return existing
+        s = self._settings
+        upstream = Upstream(url, engine, s.connect_timeout, s.read_timeout, s.total_timeout)
+        self.upstreams[url] = upstream
+        return upstream
+
+    def _compile(self, index: int, raw: dict[str, Any]) -> Rule:
+        label = f"rule #{index + 1}" + (
+            f" ({raw['name']!r})" if isinstance(raw, dict) and "name" in raw else ""
+        )
+        where = self._settings.routes_file
+        try:
+            spec = _RuleSpec.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "rule"
+            raise ConfigError(f"{where}: {label}: {loc}: {err['msg']}") from None
+        if any(r.name == spec.name for r in self.rules):
+            raise ConfigError(f"{where}: {label}: name: duplicate rule name")
+        m = spec.match
+        return Rule(
+            name=spec.name,
+            priority=spec.priority,
+            upstream=self._upstream(str(spec.target), spec.engine),
+            strip_prefix=spec.strip_prefix,
+            spec=spec.model_dump(mode="json"),
+            path=re.compile(m.path) if m.path is not None else None,
+            methods=frozenset(m.methods) if m.methods is not None else None,
+            domain=re.compile(m.domain) if m.domain is not None else None,
+            headers=tuple((k.lower(), re.compile(v)) for k, v in m.headers.items()),
+            query=tuple((k, re.compile(v)) for k, v in m.query.items()),
+            body=tuple((k, re.compile(str(v))) for k, v in m.body.items()),
+        )
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        domain: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: Callable[[], Any],
+    ) -> tuple[Upstream, str, str | None]:
+        """Return (upstream, path to forward, rule name or None for the default)."""
+        for rule in self.rules:
+            if rule.matches_request_line(method, path, domain, headers, query) and (
+                not rule.body or rule.matches_body(body())
+            ):
+                return rule.upstream, rule.forward_path(path), rule.name
+        return self.default, path, None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rules": [{**r.spec, "engine_detected": r.upstream.kind} for r in self.rules],
+            "default": {
+                "target": self.default.url,
+                "engine": self.default.configured,
+                "engine_detected": self.default.kind,
+            },
+        }
