@@ -185,7 +185,7 @@ def start_nginx(name: str, template: Path, run: Path, **values: object) -> Conte
 
 
 def uvicorn_flags(port: int) -> list[str]:
-    # The same server flags for the bare proxy and the agent: one worker, uvloop, httptools.
+    # What `cube-agent serve` runs too: one worker, uvloop, httptools, no access log.
     return [
         "--host",
         "127.0.0.1",
@@ -212,7 +212,8 @@ def start_bare(engine: str, run: Path) -> Contender:
 
 def write_agent_files(engine: str, run: Path) -> tuple[Path, Path, str]:
     """A real key file (the agent's documented format: SHA-256 of the key) and a routes
-    file whose rules are all evaluated on each request, one of them parsing the body."""
+    file whose rules are all evaluated on each request, the one that matches after parsing
+    the body (routing by model). The others point at an Ollama that is never reached."""
     key = "cube_bench_" + os.urandom(24).hex()
     key_file = run / "keys.json"
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -224,14 +225,15 @@ def write_agent_files(engine: str, run: Path) -> tuple[Path, Path, str]:
                 "name": "ollama-api",
                 "priority": 30,
                 "match": {"path": "^/api/"},
-                "target": engine,
+                "target": "http://127.0.0.1:9",
                 "engine": "ollama",
             },
             {
                 "name": "team-blue",
                 "priority": 20,
                 "match": {"headers": {"x-team": "^blue$"}},
-                "target": engine,
+                "target": "http://127.0.0.1:9",
+                "engine": "ollama",
             },
             {
                 "name": "bench-model",
@@ -259,11 +261,11 @@ def start_agent(engine: str, run: Path) -> Contender:
         "UV_CUBE_AGENT_KEY_FILE": str(key_file),
         "UV_CUBE_AGENT_AUTH": "on",
         "UV_CUBE_AGENT_ROUTES_FILE": str(routes_file),
-        "UV_CUBE_AGENT_LOG_LEVEL": "warning",
+        "UV_CUBE_AGENT_LOG_LEVEL": "info",  # the default; requests that succeed log nothing
     }
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "cube_agent.app:create_app"]
-    cmd += uvicorn_flags(port)
-    proc = spawn(cmd, log, env)
+    # As deployed: `cube-agent serve`, which runs uvicorn with uvloop and httptools when
+    # they are installed (preflight checks they are), one worker, no access log.
+    proc = spawn([sys.executable, "-m", "cube_agent", "serve"], log, env)
     return Contender("agent", f"http://127.0.0.1:{port}", key=key, procs=[proc], log=log)
 
 
