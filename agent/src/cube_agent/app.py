@@ -41,7 +41,12 @@ def create_app(settings: Settings) -> FastAPI:
         log.warning("authentication is OFF (UV_CUBE_AGENT_AUTH=off): every request is allowed")
     auth = Auth(keys)
     metrics = Metrics()
-    proxy = Proxy(router, auth, metrics, settings.max_body_bytes)
+    guardrails = None
+    if settings.guardrails_config is not None:
+        from .guardrails import Guardrails  # only when on: NeMo Guardrails is a heavy import
+
+        guardrails = Guardrails.from_settings(settings, registry=metrics.registry)
+    proxy = Proxy(router, auth, metrics, settings.max_body_bytes, guardrails)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -27,6 +28,9 @@ from .metrics import Metrics, route_label
 from .routing import Router
 from .upstream import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS, Upstream
 
+if TYPE_CHECKING:
+    from .guardrails import Guardrails
+
 log = logging.getLogger("cube_agent.proxy")
 
 # Ollama endpoints the agent serves; the second set changes the engine's models (admin keys).
@@ -35,6 +39,8 @@ OLLAMA_ENDPOINTS = frozenset(
 )
 OLLAMA_MODEL_MANAGEMENT = frozenset({"pull", "delete", "create", "copy", "push"})
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+# The endpoints the optional guardrails stage checks, and the API shape of each.
+GUARDED = {"/v1/chat/completions": "openai", "/api/chat": "ollama"}
 JSON = "application/json"
 
 
@@ -46,11 +52,19 @@ def parse_json(body: bytes) -> Any:
 
 
 class Proxy:
-    def __init__(self, router: Router, auth: Auth, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self,
+        router: Router,
+        auth: Auth,
+        metrics: Metrics,
+        max_body: int,
+        guardrails: Guardrails | None = None,
+    ) -> None:
         self.router = router
         self.auth = auth
         self.metrics = metrics
         self.max_body = max_body
+        self.guardrails = guardrails
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -60,7 +74,9 @@ class Proxy:
         self.auth.check(request.headers, domain)
         body = await self._read_body(request)
         upstream, forward_path, _ = self._route(request, path, domain, body)
-        return await self._pass_through(request, upstream, forward_path, body)
+        return await self._guarded(
+            path, body, partial(self._pass_through, request, upstream, forward_path)
+        )
 
     async def ollama(self, request: Request) -> Response:
         domain = request.path_params.get("domain", DEFAULT_DOMAIN)
@@ -72,7 +88,9 @@ class Proxy:
         body = await self._read_body(request)
         upstream, forward_path, _ = self._route(request, path, domain, body)
         if await upstream.engine_kind() == "ollama":
-            return await self._pass_through(request, upstream, forward_path, body)
+            return await self._guarded(
+                path, body, partial(self._pass_through, request, upstream, forward_path)
+            )
         if name in OLLAMA_MODEL_MANAGEMENT:
             raise AgentError(
                 501,
@@ -81,7 +99,18 @@ class Proxy:
                 "configuration to change models)",
                 "not_implemented",
             )
-        return await self._translate(request, upstream, name, body)
+        return await self._guarded(path, body, partial(self._translate, request, upstream, name))
+
+    async def _guarded(
+        self, path: str, body: bytes, forward: Callable[[bytes], Awaitable[Response]]
+    ) -> Response:
+        """The guardrails seam: with guardrails on, chat requests and their answers are
+        checked around `forward`; with them off this is one dict lookup."""
+        api = GUARDED.get(path) if self.guardrails is not None else None
+        if api is None:
+            return await forward(body)
+        assert self.guardrails is not None
+        return await self.guardrails.guard(api, body, forward)  # type: ignore[arg-type]
 
     # -- request side ----------------------------------------------------------------------
 
