@@ -1,41 +1,26 @@
 """Fixtures for the guardrails suite: the judge engine (a real process on a free port) and
-a Guardrails stage built from the shipped default configuration, judging with it."""
+the agent with guardrails on or off in front of it."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("nemoguardrails", reason="pip install './agent[guardrails]'")
+from support import Process, free_port, missing
 
 HERE = Path(__file__).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+@pytest.fixture(autouse=True)
+def _needs_nemoguardrails() -> None:
+    try:
+        import nemoguardrails  # noqa: F401
+    except ImportError as exc:
+        missing(f"nemoguardrails does not import ({exc}): pip install './agent[guardrails]'")
 
 
 class Judge:
@@ -68,16 +53,28 @@ class Judge:
 @pytest.fixture(scope="session")
 def judge() -> Iterator[Judge]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "judge_engine.py"), str(port)])
-    try:
-        wait_for(f"http://127.0.0.1:{port}/api/version", proc)
+    with Process([sys.executable, HERE / "judge_engine.py", str(port)]) as proc:
+        proc.wait_for_url(f"http://127.0.0.1:{port}/api/version")
         yield Judge(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
 def fresh_judge(judge: Judge) -> Judge:
     judge.clear()
     return judge
+
+
+def start_agent(target: str, guardrails: str | Path | None, engine: str = "ollama") -> Process:
+    """The real agent (`python -m cube_agent`) on a free port, auth off; `.url` set."""
+    port = free_port()
+    env = {
+        "UV_CUBE_AGENT_TARGET_URL": target,
+        "UV_CUBE_AGENT_ENGINE": engine,
+        "UV_CUBE_AGENT_PORT": str(port),
+        "UV_CUBE_AGENT_AUTH": "off",
+        "UV_CUBE_AGENT_GUARDRAILS_CONFIG": str(guardrails or ""),
+    }
+    agent = Process([sys.executable, "-m", "cube_agent"], env=env)
+    agent.url = f"http://127.0.0.1:{port}"
+    agent.wait_for_url(agent.url + "/health")
+    return agent

@@ -4,8 +4,8 @@ there), stdlib only.
 
 - A self-check prompt (the default config's prompts.yml wording) is answered "Yes" (block)
   when the text it judges contains BLOCK_ME, else "No".
-- Any other chat is answered "You said: <last user message>", so a test decides what the
-  answer (and so the output check) sees.
+- Any other chat is answered "You said: <last user message>", upper-cased when the message
+  starts with "shout:", so a test decides what the answer (and so the output check) sees.
 - Every request body is recorded; GET /_received returns them, DELETE /_received clears.
 
 Run: python judge_engine.py PORT
@@ -31,7 +31,8 @@ def answer(messages: list[dict]) -> str:
         text = " ".join(part.get("text", "") for part in text)
     if any(question in text for question in SELF_CHECK):
         return "Yes" if MARKER in text else "No"
-    return f"You said: {text}"
+    answer = f"You said: {text}"
+    return answer.upper() if text.startswith("shout:") else answer
 
 
 class Handler(BaseHTTPRequestHandler):
