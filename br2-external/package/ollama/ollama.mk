@@ -1,0 +1,72 @@
+################################################################################
+#
+# ollama
+#
+################################################################################
+
+OLLAMA_VERSION = 0.12.3
+ifeq ($(BR2_aarch64),y)
+OLLAMA_SOURCE = ollama-linux-arm64.tgz
+else
+OLLAMA_SOURCE = ollama-linux-amd64.tgz
+endif
+OLLAMA_SITE = https://github.com/ollama/ollama/releases/download/v$(OLLAMA_VERSION)
+# The release tarball carries no license file; upstream's LICENSE is MIT.
+OLLAMA_LICENSE = MIT
+OLLAMA_CPE_ID_VENDOR = ollama
+# The tarball has no top-level directory (bin/, lib/).
+OLLAMA_STRIP_COMPONENTS = 0
+OLLAMA_DEPENDENCIES = host-python3 host-python-jinja2
+
+OLLAMA_MODELS_DIR = $(call qstrip,$(BR2_PACKAGE_OLLAMA_MODELS_DIR))
+OLLAMA_PRELOAD_DIR = $(call qstrip,$(BR2_PACKAGE_OLLAMA_PRELOAD_DIR))
+
+define OLLAMA_USERS
+	ollama -1 ollama -1 * /var/lib/ollama - - Ollama LLM engine
+endef
+
+# Render the env file, unit and init script from the .config.
+define OLLAMA_BUILD_CMDS
+	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/scripts/cube-config \
+		--config $(BR2_CONFIG) --out $(@D)/rendered
+endef
+
+ifeq ($(BR2_PACKAGE_OLLAMA_CUDA),)
+define OLLAMA_REMOVE_CUDA
+	rm -rf $(TARGET_DIR)/usr/lib/ollama/cuda_v*
+endef
+endif
+
+ifneq ($(OLLAMA_PRELOAD_DIR),)
+define OLLAMA_INSTALL_PRELOAD
+	test -d $(OLLAMA_PRELOAD_DIR) || \
+		{ echo "BR2_PACKAGE_OLLAMA_PRELOAD_DIR: $(OLLAMA_PRELOAD_DIR): no such directory" >&2; exit 1; }
+	mkdir -p $(TARGET_DIR)$(OLLAMA_MODELS_DIR)
+	cp -dR --no-preserve=ownership $(OLLAMA_PRELOAD_DIR)/. $(TARGET_DIR)$(OLLAMA_MODELS_DIR)/
+endef
+define OLLAMA_PERMISSIONS
+	$(OLLAMA_MODELS_DIR) r -1 ollama ollama - - - - -
+endef
+endif
+
+define OLLAMA_INSTALL_TARGET_CMDS
+	$(INSTALL) -D -m 0755 $(@D)/bin/ollama $(TARGET_DIR)/usr/bin/ollama
+	rm -rf $(TARGET_DIR)/usr/lib/ollama
+	cp -dR $(@D)/lib/ollama $(TARGET_DIR)/usr/lib/ollama
+	$(OLLAMA_REMOVE_CUDA)
+	$(INSTALL) -D -m 0644 $(@D)/rendered/etc/default/ollama \
+		$(TARGET_DIR)/etc/default/ollama
+	$(OLLAMA_INSTALL_PRELOAD)
+endef
+
+define OLLAMA_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(@D)/rendered/usr/lib/systemd/system/ollama.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/ollama.service
+endef
+
+define OLLAMA_INSTALL_INIT_SYSV
+	$(INSTALL) -D -m 0755 $(@D)/rendered/etc/init.d/S96ollama \
+		$(TARGET_DIR)/etc/init.d/S96ollama
+endef
+
+$(eval $(generic-package))
