@@ -8,7 +8,6 @@ refusal (never a 500)."""
 import openai
 import pytest
 from conftest import start_agent
-
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
 
 REFUSAL = "I'm sorry, I can't help with that request."
