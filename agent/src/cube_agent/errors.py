@@ -33,6 +33,10 @@ class AgentError(Exception):
         self.code = code
 
 
+class StreamBroken(Exception):
+    """The engine failed after the answer had started; the middleware ends the connection."""
+
+
 def is_ollama_path(path: str) -> bool:
     parts = path.split("/", 3)  # "", first segment, second segment, rest
     return len(parts) > 2 and (parts[1] == "api" or (len(parts) > 3 and parts[2] == "api"))

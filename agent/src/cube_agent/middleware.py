@@ -11,6 +11,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import StreamBroken
 from .metrics import Metrics, route_label
 
 log = logging.getLogger("cube_agent.access")
@@ -50,6 +51,8 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except StreamBroken:
+            pass  # logged where it broke; uvicorn closes the half-sent response
         finally:
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started

@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from . import translate
 from .auth import Auth
-from .errors import AgentError
+from .errors import AgentError, StreamBroken, error_body, is_ollama_path
 from .keys import DEFAULT_DOMAIN
 from .metrics import Metrics, route_label
 from .routing import Router
@@ -42,6 +42,12 @@ STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 # The endpoints the optional guardrails stage checks, and the API shape of each.
 GUARDED = {"/v1/chat/completions": "openai", "/api/chat": "ollama"}
 JSON = "application/json"
+
+
+def stream_error(path: str, content_type: str, message: str) -> bytes:
+    if is_ollama_path(path) or content_type.startswith("application/x-ndjson"):
+        return orjson.dumps({"error": message}) + b"\n"
+    return b"data: " + error_body(path, 502, message, "upstream_error") + b"\n\n"
 
 
 def parse_json(body: bytes) -> Any:
@@ -203,10 +209,12 @@ class Proxy:
                 yield chunk
             finished = True
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._upstream_failure(upstream, exc)
-            log.warning(
-                "stream from engine broken", extra={"target": upstream.url, "error": str(exc)}
-            )
+            # The status line is gone: say what broke in the stream's own format (both
+            # clients raise on it), then end the connection without a clean last chunk.
+            error = self._upstream_failure(upstream, exc)
+            log.warning("engine stream broken", extra={"target": upstream.url, "error": str(exc)})
+            yield stream_error(path, resp.headers.get("content-type", ""), error.message)
+            raise StreamBroken(error.message) from None
         finally:
             if finished:
                 resp.release()

@@ -1,0 +1,86 @@
+"""Streams are relayed as they are produced, and a client that leaves stops the engine."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from support import Process, free_port
+
+RECORDER = Path(__file__).with_name("recorder_engine.py")
+
+
+@pytest.fixture
+def recorder():
+    port = free_port()
+    process = Process([sys.executable, RECORDER, str(port), "--chunks", "30", "--delay", "0.1"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_for_url(url + "/stats", timeout=15)
+        yield url
+    finally:
+        process.stop()
+
+
+def stats(url: str) -> dict:
+    return httpx.get(url + "/stats", timeout=5).json()
+
+
+BODY = {"model": "rec", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_chunks_arrive_before_the_stream_ends(recorder, agent_factory):
+    agent = agent_factory(recorder)
+    started = time.monotonic()
+    arrivals = []
+    with httpx.stream(
+        "POST", agent.url + "/v1/chat/completions", json=BODY, headers=agent.headers(), timeout=30
+    ) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append(time.monotonic() - started)
+    # 30 chunks 0.1 s apart: the first must come long before the last (no buffering).
+    assert len(arrivals) == 31
+    assert arrivals[0] < 1.0
+    assert arrivals[-1] - arrivals[0] > 2.0
+    assert stats(recorder)["streams_completed"] == 1
+
+
+def test_client_disconnect_cancels_the_engine_request(recorder, agent_factory):
+    agent = agent_factory(recorder)
+    with httpx.stream(
+        "POST", agent.url + "/v1/chat/completions", json=BODY, headers=agent.headers(), timeout=30
+    ) as resp:
+        lines = resp.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        # leaving the block closes the connection after one chunk of thirty
+    deadline = time.monotonic() + 2.5  # the whole stream would take 3 s
+    while time.monotonic() < deadline:
+        s = stats(recorder)
+        if s["streams_cut"] == 1:
+            break
+        time.sleep(0.05)
+    assert s == {**s, "streams_started": 1, "streams_cut": 1, "streams_completed": 0}
+    # and the agent is fine afterwards
+    assert (
+        httpx.get(agent.url + "/v1/models", headers=agent.headers(), timeout=5).status_code == 200
+    )
+
+
+def test_request_id_is_propagated_to_the_engine_and_back(recorder, agent_factory):
+    agent = agent_factory(recorder)
+    resp = httpx.get(
+        agent.url + "/v1/models", headers={**agent.headers(), "X-Request-ID": "trace-42"}, timeout=5
+    )
+    assert resp.headers["x-request-id"] == "trace-42"
+    seen = stats(recorder)["last_headers"]
+    assert seen.get("X-Request-ID") == "trace-42"
+    # the client's key to the agent never reaches the engine
+    assert "Authorization" not in seen
+    generated = httpx.get(agent.url + "/v1/models", headers=agent.headers(), timeout=5)
+    assert len(generated.headers["x-request-id"]) >= 16
+    assert stats(recorder)["last_headers"]["X-Request-ID"] == generated.headers["x-request-id"]
