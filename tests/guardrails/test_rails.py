@@ -5,6 +5,7 @@ import asyncio
 import socket
 
 import pytest
+from cube_agent import guardrails
 from cube_agent.config import ConfigError
 from cube_agent.errors import AgentError
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR, Guardrails
@@ -128,3 +129,11 @@ def test_a_config_without_output_rails_skips_them(tmp_path, fresh_judge):
     assert not rails.has_input and not rails.has_output
     assert run(rails.check_output("BLOCK_ME", None, "judge")).text is None
     assert fresh_judge.received() == []
+
+
+def test_judges_per_model_are_bounded(rails, monkeypatch):
+    """Model names come from clients: the rails keep a few judges, not one per name."""
+    monkeypatch.setattr(guardrails, "MAX_JUDGES", 2)
+    for n in range(3):
+        run(rails.check_input([{"role": "user", "content": f"hi {n}"}], f"model-{n}"))
+    assert list(rails._rails) == ["model-1", "model-2"]

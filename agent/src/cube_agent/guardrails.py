@@ -49,6 +49,7 @@ log = logging.getLogger("cube_agent.guardrails")
 
 DEFAULT_CONFIG_DIR = Path(__file__).parent / "guardrails_default"
 FINISH_REASON = "content_filter"
+MAX_JUDGES = 8  # LLMRails instances kept, one per judging model
 
 Api = Literal["openai", "ollama"]
 Forward = Callable[[bytes], Awaitable[Response]]
@@ -121,7 +122,11 @@ class Guardrails:
             return self._rails[key]
         async with self._rails_lock:
             if key not in self._rails:
-                self._rails[key] = await asyncio.to_thread(self._build_rails, key)
+                rails = await asyncio.to_thread(self._build_rails, key)
+                # Model names come from clients: keep a few, not one per name ever seen.
+                if len(self._rails) >= MAX_JUDGES:
+                    del self._rails[next(iter(self._rails))]
+                self._rails[key] = rails
         return self._rails[key]
 
     def _build_rails(self, model: str | None) -> Any:
