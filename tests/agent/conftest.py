@@ -130,6 +130,7 @@ def agent(engine, module_keys: Keys) -> Iterator[Agent]:
         started.process.stop()
 
 
-def run_env() -> dict[str, str]:
+@pytest.fixture
+def agent_env() -> dict[str, str]:
     """The environment for running `cube-agent` as a command (this venv's bin first)."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
