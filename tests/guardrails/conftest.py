@@ -13,6 +13,8 @@ import pytest
 from support import Process, free_port, missing
 
 HERE = Path(__file__).parent
+# Ends every self-check prompt of the default configuration (prompts.yml).
+SELF_CHECK_MARK = "Answer Yes or No:"
 
 
 @pytest.fixture(autouse=True)
@@ -42,12 +44,12 @@ class Judge:
         return [
             r["body"]["messages"][-1]["content"]
             for r in self.received()
-            if "Answer:" in r["body"]["messages"][-1]["content"]
+            if SELF_CHECK_MARK in r["body"]["messages"][-1]["content"]
         ]
 
     def chats(self) -> list[dict]:
         """What reached the engine as the client's own request."""
-        return [r for r in self.received() if "Answer:" not in r["raw"]]
+        return [r for r in self.received() if SELF_CHECK_MARK not in r["raw"]]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MARKER = "BLOCK_ME"
-SELF_CHECK = ("Should the user message be blocked", "Should the message be blocked")
+SELF_CHECK = ("Should the user message below be blocked", "Should the assistant message below")
 
 received: list[dict] = []
 lock = threading.Lock()

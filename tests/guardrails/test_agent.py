@@ -9,7 +9,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from conftest import Judge, start_agent
+from conftest import SELF_CHECK_MARK, Judge, start_agent
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
 
 REFUSAL = "I'm sorry, I can't help with that request."
@@ -144,7 +144,7 @@ def test_other_endpoints_are_not_checked(agent, fresh_judge):
     """Only chat is guarded: a completion with a card number passes through untouched."""
     body = {"model": "judge", "prompt": f"card {CARD}", "stream": False}
     httpx.post(agent.url + "/api/generate", json=body, timeout=10)
-    assert all("Answer:" not in r["raw"] for r in fresh_judge.received())
+    assert all(SELF_CHECK_MARK not in r["raw"] for r in fresh_judge.received())
 
 
 def test_nothing_to_mask_means_the_same_bytes_reach_the_engine(agent, fresh_judge):
