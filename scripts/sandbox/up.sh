@@ -58,9 +58,11 @@ if [ ! -s "$state/api-key" ]; then
 	mv "$state/api-key.tmp" "$state/api-key"
 fi
 
-# Each service runs in its own session (setsid), so down.sh can stop its whole group.
+# Each service runs in its own session (setsid), so down.sh can stop its whole group
+# (llama-cpp-server is a wrapper that starts llama.cpp's llama-server as a child; it passes
+# the arguments after "--" on to it).
 setsid "$llama" -m "$state/tiny.gguf" --host 127.0.0.1 --port "$engine_port" \
-	--ctx-size 512 --alias "$model_name" >"$state/llama-server.log" 2>&1 </dev/null &
+	--ctx-size 512 -- --alias "$model_name" >"$state/llama-server.log" 2>&1 </dev/null &
 echo $! >"$state/llama-server.pid"
 
 (

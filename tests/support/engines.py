@@ -108,6 +108,8 @@ def start_llama_server(model_file: Path, command: str) -> Engine:
             str(port),
             "--ctx-size",
             "512",
+            # llama-cpp-server passes what follows "--" to llama.cpp's llama-server.
+            "--",
             "--alias",
             TINY_MODEL_NAME,
             "--threads",
