@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,21 @@ class Rendered:
 
     def __truediv__(self, path: str) -> Path:
         return self.out / path
+
+
+def run_cube_config(config: str, workdir: Path, *extra: str) -> Rendered:
+    """Write config into workdir, render it into workdir/out (or as extra says)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "config"
+    config_file.write_text(config)
+    out = workdir / "out"
+    proc = subprocess.run(
+        [sys.executable, str(CUBE_CONFIG), "--config", str(config_file), "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Rendered(proc.returncode, proc.stderr, out)
 
 
 def read_env_with_sh(path: Path, shell: list[str]) -> dict[str, str]:

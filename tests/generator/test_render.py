@@ -15,6 +15,7 @@ from render_support import (
     read_env_with_systemd,
     read_unit,
     require_tool,
+    run_cube_config,
 )
 
 UNITS = "usr/lib/systemd/system"
@@ -79,10 +80,15 @@ def config_for(backend: str, init: str) -> str:
     return INITS[init] + "BR2_PACKAGE_CUBE_AGENT=y\n" + BACKENDS[backend]
 
 
-@pytest.fixture(params=[(b, i) for b in BACKENDS for i in INITS], ids=lambda p: "-".join(p))
-def rendered(request, render):
+@pytest.fixture(
+    scope="module", params=[(b, i) for b in BACKENDS for i in INITS], ids=lambda p: "-".join(p)
+)
+def rendered(request, tmp_path_factory):
+    """Rendered once per backend and init system; the tests only read it."""
     backend, init = request.param
-    result = render(config_for(backend, init))
+    result = run_cube_config(
+        config_for(backend, init), tmp_path_factory.mktemp("-".join(request.param))
+    )
     assert result.status == 0, result.stderr
     assert result.stderr == ""
     return backend, result
