@@ -151,3 +151,13 @@ def test_nothing_to_mask_means_the_same_bytes_reach_the_engine(agent, fresh_judg
     raw = b'{ "model":"judge","stream" :false, "messages":[{"role":"user","content":"hi"}]}'
     assert httpx.post(agent.url + "/v1/chat/completions", content=raw).status_code == 200
     assert [c["raw"] for c in fresh_judge.chats()] == [raw.decode()]
+
+
+@pytest.mark.parametrize("path", ["/team/v1/chat/completions", "/team/api/chat"])
+def test_domain_prefixed_chat_is_guarded_too(agent, fresh_judge, path):
+    messages = [{"role": "user", "content": "BLOCK_ME"}]
+    body = {"model": "judge", "stream": False, "messages": messages}
+    answer = httpx.post(agent.url + path, json=body, timeout=10).json()
+    text = answer["message"] if "/api/" in path else answer["choices"][0]["message"]
+    assert text["content"] == REFUSAL
+    assert fresh_judge.chats() == []
