@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from support import free_port, missing
+from support import free_port, missing, running
 from support.engines import llama_server_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,14 +33,6 @@ def make(target: str, env: dict[str, str], timeout: float = 180):
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -66,7 +58,7 @@ def test_up_sandbox_chats_through_the_agent_and_down_stops_all(sandbox_env):
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"curl -s http://127.0.0.1:{agent_port}/v1/chat/completions" in up.stdout
         pids = [int((state / f"{name}.pid").read_text()) for name in ("agent", "llama-server")]
-        assert all(alive(pid) for pid in pids)
+        assert all(running(pid) for pid in pids)
 
         again = make("up-sandbox", sandbox_env)
         assert again.returncode != 0
@@ -94,7 +86,7 @@ def test_up_sandbox_chats_through_the_agent_and_down_stops_all(sandbox_env):
         down = make("down", sandbox_env, timeout=60)
     assert down.returncode == 0, down.stderr
     assert "stopped agent" in down.stdout
-    assert not any(alive(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
     assert not listening(agent_port)
     assert not listening(engine_port)
     assert not list(state.glob("*.pid"))

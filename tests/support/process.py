@@ -31,6 +31,15 @@ def missing(what: str) -> None:
     pytest.skip(what)
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` runs: exists and is not a zombie (an orphan waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def http_status(url: str, timeout: float = 2) -> int | None:
     """The HTTP status `url` answers with, or None when nothing answers."""
     try:
