@@ -3,6 +3,7 @@ configuration, and the judge engine answering the self-check prompts."""
 
 import asyncio
 import socket
+import sys
 
 import pytest
 from cube_agent import guardrails
@@ -140,3 +141,9 @@ def test_judges_per_model_are_bounded(rails, monkeypatch):
     for n in range(3):
         run(rails.check_input([{"role": "user", "content": f"hi {n}"}], f"model-{n}"))
     assert list(rails._rails) == ["model-1", "model-2"]
+
+
+def test_guardrails_on_without_nemoguardrails_is_a_config_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nemoguardrails", None)  # makes the import fail
+    with pytest.raises(ConfigError, match="nemoguardrails is not installed"):
+        Guardrails(DEFAULT_CONFIG_DIR, "http://127.0.0.1:1", CollectorRegistry())

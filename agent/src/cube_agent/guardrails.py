@@ -84,9 +84,13 @@ class Guardrails:
         registry: CollectorRegistry = REGISTRY,
         cache_size: int = 4096,
     ) -> None:
-        from nemoguardrails import RailsConfig  # here, not at the top: off costs no import
-
         where = f"{ENV_PREFIX}GUARDRAILS_CONFIG={config_dir}"
+        try:
+            from nemoguardrails import RailsConfig  # here, not at the top: off costs no import
+        except ImportError as exc:
+            raise ConfigError(
+                f"{where}: nemoguardrails is not installed (pip install 'cube-agent[guardrails]')"
+            ) from exc
         if not any((config_dir / name).is_file() for name in ("config.yml", "config.yaml")):
             raise ConfigError(f"{where}: no config.yml in that directory")
         try:
