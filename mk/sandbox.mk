@@ -1,10 +1,10 @@
 # Developer sandbox (issue 10): the agent and an engine on this machine.
 
 HELP_LINES += '' 'Developer sandbox:' \
-	'  up-sandbox               agent + llama.cpp server + tiny model; no Docker, no GPU' \
-	'  config-ollama            point .env (UV_CUBE_AGENT_TARGET_URL) at the Compose Ollama' \
+	'  up-sandbox               agent + llama.cpp server + tiny model - no Docker or GPU' \
+	'  config-ollama            point UV_CUBE_AGENT_TARGET_URL in .env at the Compose Ollama' \
 	'  config-vllm              point .env at the Compose vLLM' \
-	'  up-ollama / up-vllm      Docker Compose stack: agent + Ollama (or vLLM, NVIDIA GPU)' \
+	'  up-ollama / up-vllm      Docker Compose stack - agent + Ollama or vLLM on an NVIDIA GPU' \
 	'  down                     stop whatever up-* started'
 
 SANDBOX := scripts/sandbox
