@@ -61,4 +61,4 @@ help:
 	@echo '  menuconfig savedefconfig source clean show-info   as in Buildroot'
 	@echo
 	@echo 'Variables: O=DIR  BUILDROOT_DIR=DIR  BUILDROOT_TARBALL=FILE  CACHE_DIR=DIR'
-	@$(foreach h,$(HELP_LINES),echo '$(h)';)
+	@printf '%s\n' $(HELP_LINES)
