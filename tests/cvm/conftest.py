@@ -63,7 +63,7 @@ def fake_tsm(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         deadline = time.monotonic() + 10
         while not os.path.ismount(root):
             if proc.poll() is not None or time.monotonic() > deadline:
-                missing(f"cannot mount the fake configfs-tsm (FUSE): {log.name}")
+                missing(f"cannot mount the fake configfs-tsm (FUSE, Debian fuse3): see {log.name}")
             time.sleep(0.05)
         return root
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import select
 import shlex
 import socket
 import subprocess
@@ -252,3 +254,40 @@ def test_qemu_accepts_the_plain_command_line(images: Path, tmp_path: Path) -> No
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+@pytest.mark.vm
+def test_plain_mode_boots_a_kernel_that_sees_the_disk_as_vda(images: Path) -> None:
+    """`make run`'s command line under TCG with the host's Debian kernel and initrd: the
+    kernel starts on the serial console and finds rootfs.ext4 as /dev/vda (~15 s)."""
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    initrds = sorted(glob.glob("/boot/initrd.img-*"))
+    if not kernels or not initrds:
+        missing("no /boot/vmlinuz-* and initrd.img-* (Debian package linux-image-amd64)")
+    env = script_env(
+        images,
+        ACCEL="tcg",
+        CPUS="1",
+        MEM="512M",
+        KERNEL=kernels[-1],
+        INITRD=initrds[-1],
+        OVMF="",  # SeaBIOS: the fixture's OVMF is a fake
+        AGENT_PORT=str(free_port()),
+        EXTRA_ARGS="-no-reboot",
+    )
+    proc = subprocess.Popen(
+        [str(LAUNCH), "plain"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+    )
+    console = b""
+    try:
+        deadline = time.monotonic() + 180
+        while b"[vda]" not in console:
+            assert proc.poll() is None, console.decode(errors="replace")[-2000:]
+            assert time.monotonic() < deadline, console.decode(errors="replace")[-2000:]
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            if ready:
+                console += os.read(proc.stdout.fileno(), 65536)
+        assert b"root=/dev/vda rw console=ttyS0" in console  # the command line it was given
+    finally:
+        proc.kill()
+        proc.wait()
