@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Build and boot the offline test image: Debian bookworm plus Cube HAL's own files.
+
+    testimage.py build [--init systemd|sysv]    build (or reuse) an image, print its directory
+    testimage.py try   [--init systemd|sysv]    build, then boot it on this terminal (make try)
+
+No Buildroot build can run offline, so the image under test is a Debian root filesystem
+(mmdebstrap) with the host's Debian kernel, into which the project's files are installed the
+way the Buildroot packages install them: the generator renders them from a .config derived
+from the real defconfig, the packages' _USERS lines create the users, the agent is installed
+from a wheel. The engines are the protocol doubles in tests/doubles/ (there is no Ollama or
+vLLM binary here). "sysv" boots busybox init with Buildroot's own inittab and rcS, so the
+S9x scripts run as on a Buildroot image.
+
+An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.ext4, plus
+initrd.img), cached under ~/.cache/cube-hal/test-images/<init>-<hash of inputs>. Building
+needs root. Booting goes through scripts/launch-vm, the launcher `make run` uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+EXTERNAL = REPO / "br2-external"
+BUILDROOT_DIR = Path(
+    os.environ.get("BUILDROOT_DIR", Path.home() / ".cache/cube-hal/buildroot-2026.02.3")
+)
+CACHE = Path(
+    os.environ.get("CUBE_TEST_IMAGE_CACHE", Path.home() / ".cache/cube-hal/test-images")
+)
+
+DEFCONFIGS = {"systemd": "cube_cvm_defconfig", "sysv": "cube_cvm_sysv_defconfig"}
+# Test images only: a root shell on the serial console, and both engines so a test can
+# move the agent from one to the other.
+CONFIG_OVERRIDES = ["BR2_CUBE_TEST_AUTOLOGIN=y", "BR2_PACKAGE_VLLM=y"]
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_PACKAGES = [
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "python3",
+    "procps",
+    "iproute2",
+    "kmod",
+    "curl",
+    "busybox-static",
+]
+# What the Debian kernel needs from /lib/modules once the initrd is gone (virtio_blk is
+# in the initrd; the network card is not).
+KERNEL_MODULES = [
+    "kernel/drivers/net/virtio_net.ko",
+    "kernel/drivers/net/net_failover.ko",
+    "kernel/net/core/failover.ko",
+]
+IMAGE_SIZE = "1536M"
+# net.ifnames=0: the network card is eth0, as on the Buildroot image.
+KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
+
+# The doubles stand in for the engine binaries (see their docstrings).
+DOUBLES = {"usr/bin/ollama": "ollama_double.py", "usr/bin/vllm": "openai_double.py"}
+MAKEUSERS_DEFINE = re.compile(r"^define (\w+)_USERS\n(.*?)^endef", re.MULTILINE | re.DOTALL)
+
+
+class BuildError(Exception):
+    """A step that failed; str() is the one-line message."""
+
+
+def log(message: str) -> None:
+    print(f"testimage: {message}", file=sys.stderr, flush=True)
+
+
+def sh(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
+    command = [str(a) for a in args]
+    try:
+        return subprocess.run(command, check=True, stdin=subprocess.DEVNULL, **kwargs)
+    except FileNotFoundError as error:
+        raise BuildError(f"{command[0]}: not installed (scripts/install-host-deps.sh)") from error
+    except subprocess.CalledProcessError as error:
+        raise BuildError(f"{' '.join(command)}: exit status {error.returncode}") from error
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def host_kernel() -> tuple[Path, Path, str]:
+    """The newest Debian kernel in /boot with its initrd and modules."""
+    found = []
+    for kernel in Path("/boot").glob("vmlinuz-*"):
+        version = kernel.name.removeprefix("vmlinuz-")
+        initrd = Path(f"/boot/initrd.img-{version}")
+        if initrd.is_file() and Path(f"/lib/modules/{version}").is_dir():
+            found.append((kernel, initrd, version))
+    if not found:
+        raise BuildError("no kernel with initrd in /boot: apt-get install linux-image-amd64")
+    return max(found, key=lambda k: [int(n) for n in re.findall(r"\d+", k[2])])
+
+
+def defconfig_path(init: str) -> Path:
+    return EXTERNAL / "configs" / DEFCONFIGS[init]
+
+
+def derive_config(init: str, workdir: Path) -> Path:
+    """The defconfig's full .config plus the test overrides, through Buildroot's kconfig."""
+    if not (BUILDROOT_DIR / "Makefile").is_file():
+        raise BuildError(f"BUILDROOT_DIR={BUILDROOT_DIR}: no Buildroot there (make buildroot)")
+    defconfig = defconfig_path(init)
+    if not defconfig.is_file():
+        raise BuildError(f"{defconfig}: missing")
+    # A persistent O= keeps Buildroot's kconfig tool built: ~2 s instead of ~20 s.
+    out = CACHE / f"config-{init}"
+    make = ["make", "-s", "-C", BUILDROOT_DIR, f"BR2_EXTERNAL={EXTERNAL}", f"O={out}"]
+    sh(*make, "defconfig", f"BR2_DEFCONFIG={defconfig}", stdout=subprocess.DEVNULL)
+    symbols = {override.split("=")[0] for override in CONFIG_OVERRIDES}
+    lines = [
+        line
+        for line in (out / ".config").read_text(encoding="utf-8").splitlines()
+        if not symbols.intersection(re.findall(r"BR2_\w+", line))
+    ]
+    (out / ".config").write_text("\n".join(lines + CONFIG_OVERRIDES) + "\n", encoding="utf-8")
+    sh(*make, "olddefconfig", stdout=subprocess.DEVNULL)
+    values = (out / ".config").read_text(encoding="utf-8")
+    for override in CONFIG_OVERRIDES:
+        if override not in values.splitlines():
+            raise BuildError(f"{override}: Kconfig dropped it (unmet dependency?)")
+    config = workdir / "cube.config"
+    shutil.copy(out / ".config", config)
+    return config
+
+
+def render(config: Path, workdir: Path) -> Path:
+    rendered = workdir / "rendered"
+    sh(sys.executable, EXTERNAL / "scripts/cube-config", "--config", config, "--out", rendered)
+    return rendered
+
+
+def tree_files(root: Path) -> list[Path]:
+    skip = {"__pycache__", "build", "dist", ".pytest_cache"}
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not skip.intersection(p.relative_to(root).parts)
+        and not any(part.endswith(".egg-info") for part in p.parts)
+    )
+
+
+def inputs_hash(paths: list[Path], extra: list[str]) -> str:
+    digest = hashlib.sha256("\n".join(extra).encode())
+    for top in paths:
+        for path in [top] if top.is_file() else tree_files(top):
+            digest.update(str(path.relative_to(top.parent)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def packages_enabled(config: Path) -> set[str]:
+    """Upper-case package names (OLLAMA, CUBE_AGENT…) enabled in the .config."""
+    enabled = re.findall(r"^BR2_PACKAGE_(\w+)=y$", config.read_text(encoding="utf-8"), re.M)
+    return set(enabled)
+
+
+def package_users(config: Path) -> list[list[str]]:
+    """makeusers lines of the external packages that the .config enables."""
+    enabled = packages_enabled(config)
+    users = []
+    for mk in sorted(EXTERNAL.glob("package/*/*.mk")):
+        for name, body in MAKEUSERS_DEFINE.findall(mk.read_text(encoding="utf-8")):
+            if name in enabled:
+                users += [line.split(None, 8) for line in body.splitlines() if line.strip()]
+    return users
+
+
+# --- the root filesystem ----------------------------------------------------------------
+
+
+def debian_base() -> Path:
+    """A cached tarball of the Debian root filesystem, keyed by its package list."""
+    key = hashlib.sha256(" ".join([DEBIAN_SUITE, *DEBIAN_PACKAGES]).encode()).hexdigest()[:16]
+    tarball = CACHE / f"debian-{DEBIAN_SUITE}-{key}.tar"
+    if tarball.is_file():
+        return tarball
+    log(f"mmdebstrap {DEBIAN_SUITE} (about a minute)")
+    partial = tarball.with_suffix(".partial.tar")
+    sh(
+        "mmdebstrap",
+        "--quiet",
+        "--variant=minbase",
+        f"--include={','.join(DEBIAN_PACKAGES)}",
+        DEBIAN_SUITE,
+        partial,
+        f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main",
+    )
+    partial.rename(tarball)
+    return tarball
+
+
+def install(source: Path, dest: Path, mode: int = 0o644) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+    dest.chmod(mode)
+
+
+def install_rendered(rendered: Path, root: Path, init: str) -> list[str]:
+    """Install what the packages install for this init system; return the systemd units."""
+    other = "etc/init.d/" if init == "systemd" else "usr/lib/systemd/"
+    units = []
+    for path in tree_files(rendered):
+        relative = path.relative_to(rendered).as_posix()
+        if relative.startswith(other):
+            continue
+        executable = relative.startswith("etc/init.d/")
+        install(path, root / relative, 0o755 if executable else 0o644)
+        if relative.startswith("usr/lib/systemd/system/") and relative.endswith(".service"):
+            units.append(path.name)
+    return units
+
+
+def create_users(root: Path, users: list[list[str]]) -> None:
+    """Buildroot's makeusers semantics with Debian's useradd: - means none / default."""
+    for name, uid, group, gid, _password, home, shell, groups, *comment in users:
+        chroot = ["chroot", root]
+        gid_args = [] if gid == "-1" else ["--gid", gid]
+        sh(*chroot, "groupadd", "--system", "--force", *gid_args, group)
+        args = ["--system", "--gid", group, "--shell", "/bin/false" if shell == "-" else shell]
+        args += [] if uid == "-1" else ["--uid", uid]
+        args += ["--no-create-home"] if home == "-" else ["--home-dir", home, "--create-home"]
+        if groups != "-":
+            for extra in groups.split(","):
+                sh(*chroot, "groupadd", "--system", "--force", extra)
+            args += ["--groups", groups]
+        sh(*chroot, "useradd", *args, "--comment", (comment or [""])[0], name)
+
+
+def install_agent(root: Path, workdir: Path) -> None:
+    """The agent and its dependencies from wheels, with the guest's own Python 3.11."""
+    wheels = workdir / "wheels"
+    pip = [sys.executable, "-m", "pip", "-q"]
+    # uvloop: the Buildroot package selects python-uvloop.
+    sh(*pip, "wheel", "--wheel-dir", wheels, REPO / "agent", "uvloop")
+    sh(*pip, "download", "--no-deps", "--dest", wheels, "pip")
+    shutil.copytree(wheels, root / "tmp/wheels")
+    pip_wheel = next(Path("/tmp/wheels").joinpath(w.name) for w in wheels.glob("pip-*.whl"))
+    sh(
+        "chroot",
+        root,
+        "python3",
+        f"{pip_wheel}/pip",
+        "install",
+        "--quiet",
+        "--no-index",
+        "--isolated",
+        "--no-cache-dir",
+        "--break-system-packages",
+        "--root-user-action=ignore",
+        "--find-links=/tmp/wheels",
+        "cube-agent",
+        "uvloop",
+    )
+    shutil.rmtree(root / "tmp/wheels")
+    # Buildroot's python packages put console scripts in /usr/bin.
+    (root / "usr/bin/cube-agent").symlink_to("/usr/local/bin/cube-agent")
+
+
+def install_kernel_modules(root: Path, version: str) -> None:
+    source = Path(f"/lib/modules/{version}")
+    for module in KERNEL_MODULES:
+        install(source / module, root / f"lib/modules/{version}" / module)
+    for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        install(source / meta, root / f"lib/modules/{version}" / meta)
+    sh("depmod", "--basedir", root, version)
+
+
+def install_sysv_init(root: Path) -> None:
+    """Buildroot's busybox inittab, fstab and rcS/rcK, as BR2_INIT_BUSYBOX installs them."""
+    install(BUILDROOT_DIR / "package/busybox/inittab", root / "etc/inittab")
+    install(BUILDROOT_DIR / "package/skeleton-init-sysv/skeleton/etc/fstab", root / "etc/fstab")
+    for script in ("rcS", "rcK"):
+        install(BUILDROOT_DIR / "package/initscripts/init.d" / script, root / "etc/init.d" / script, 0o755)
+    # BR2_TARGET_GENERIC_GETTY_PORT, as busybox.mk's sed does.
+    inittab = root / "etc/inittab"
+    text = inittab.read_text(encoding="utf-8")
+    text = re.sub(
+        r"^.*# GENERIC_SERIAL$",
+        "ttyS0::respawn:/sbin/getty -L ttyS0 0 vt100 # GENERIC_SERIAL",
+        text,
+        flags=re.M,
+    )
+    inittab.write_text(text, encoding="utf-8")
+    # Busybox's init, and its start-stop-daemon as the S scripts get on Buildroot.
+    for applet in ("sbin/init", "sbin/start-stop-daemon"):
+        (root / applet).unlink(missing_ok=True)
+        (root / applet).symlink_to("/bin/busybox")
+
+
+def post_build(root: Path, config: Path, init: str) -> None:
+    """The board's post-build.sh (it makes the test autologin), as Buildroot runs it."""
+    script = EXTERNAL / "board/cube/post-build.sh"
+    if script.is_file():
+        env = dict(
+            os.environ,
+            BR2_CONFIG=str(config),
+            TARGET_DIR=str(root),
+            BR2_EXTERNAL_CUBE_PATH=str(EXTERNAL),
+        )
+        sh(script, root, env=env)
+        return
+    log(f"{script.relative_to(REPO)} missing: test image's own serial autologin")
+    if init == "systemd":
+        dropin = root / "etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(
+            "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear %I $TERM\n"
+        )
+    else:
+        inittab = root / "etc/inittab"
+        text = inittab.read_text(encoding="utf-8")
+        inittab.write_text(re.sub(r"^ttyS0::.*$", "ttyS0::respawn:-/bin/sh", text, flags=re.M))
+
+
+def build_rootfs(init: str, config: Path, rendered: Path, root: Path, workdir: Path) -> None:
+    with tarfile.open(debian_base()) as tar:
+        tar.extractall(root, filter="fully_trusted")
+    overlay = HERE / "overlay"
+    for layer in ("common", init):
+        if (overlay / layer).is_dir():
+            shutil.copytree(overlay / layer, root, dirs_exist_ok=True, symlinks=True)
+    units = install_rendered(rendered, root, init)
+    install(
+        EXTERNAL / "package/cube-models/pull-models.sh", root / "usr/bin/pull-models.sh", 0o755
+    )
+    for dest, double in DOUBLES.items():
+        install(REPO / "tests/doubles" / double, root / dest, 0o755)
+    create_users(root, package_users(config))
+    install_agent(root, workdir)
+    install_kernel_modules(root, host_kernel()[2])
+    if init == "systemd":
+        sh("systemctl", f"--root={root}", "enable", "systemd-networkd.service", *units)
+    else:
+        install_sysv_init(root)
+    post_build(root, config, init)
+
+
+def build(init: str) -> Path:
+    """Build the image for this init system, or return the cached one."""
+    if init not in DEFCONFIGS:
+        raise BuildError(f"--init {init}: expected one of {', '.join(DEFCONFIGS)}")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cube-test-image-") as tmp:
+        workdir = Path(tmp)
+        config = derive_config(init, workdir)
+        rendered = render(config, workdir)
+        kernel, initrd, version = host_kernel()
+        key = inputs_hash(
+            [HERE, config, rendered, REPO / "agent", REPO / "tests/doubles", EXTERNAL],
+            [version, DEBIAN_SUITE, *DEBIAN_PACKAGES, BUILDROOT_DIR.name],
+        )
+        image = CACHE / f"{init}-{key}"
+        if (image / "rootfs.ext4").is_file():
+            return image
+        if os.geteuid() != 0:
+            raise BuildError("building the test image needs root (mmdebstrap, chroot)")
+        log(f"building {image.name}")
+        root = workdir / "root"
+        build_rootfs(init, config, rendered, root, workdir)
+        partial = CACHE / f"{image.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        shutil.copyfile(kernel, partial / "bzImage")
+        shutil.copyfile(initrd, partial / "initrd.img")
+        shutil.copyfile(config, partial / "cube.config")
+        sh("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, partial / "rootfs.ext4", IMAGE_SIZE)
+        partial.rename(image)
+        log(f"built {image}")
+        return image
+
+
+# --- booting -----------------------------------------------------------------------------
+
+
+def launch_env(image: Path, agent_port: int, memory: str = "2G") -> dict[str, str]:
+    """Environment for scripts/launch-vm: this image, a throw-away disk, the agent forward."""
+    env = dict(
+        os.environ,
+        IMAGE_DIR=str(image),
+        AGENT_PORT=str(agent_port),
+        MEM=memory,
+        # KVM hangs on these machines: TCG unless told otherwise.
+        ACCEL=os.environ.get("CUBE_QEMU_ACCEL", "tcg"),
+        # -snapshot: writes go to a temporary file, so the cached image stays pristine
+        # (a reboot inside the guest keeps them: it is the same QEMU process).
+        EXTRA_ARGS="-snapshot",
+    )
+    if (image / "initrd.img").is_file():
+        env["INITRD"] = str(image / "initrd.img")
+        env["KERNEL_CMDLINE"] = KERNEL_CMDLINE
+    return env
+
+
+def launch_command() -> list[str]:
+    return [str(REPO / "scripts/launch-vm"), "plain"]
+
+
+def try_image(init: str, agent_port: int) -> None:
+    image = build(init)
+    print(
+        f"""
+Booting the offline test image ({init}, TCG: about a minute to a login shell).
+The console below is the VM's serial console, logged in as root (test image only).
+Quit with Ctrl-a x.
+
+The agent is forwarded to http://127.0.0.1:{agent_port}. Once it is up, in the console:
+    cat /etc/cube/agent/admin.key        # the admin key made on first boot
+then from another host terminal:
+    curl -H "Authorization: Bearer KEY" http://127.0.0.1:{agent_port}/v1/models
+""",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.execve(launch_command()[0], launch_command(), launch_env(image, agent_port))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["build", "try"])
+    parser.add_argument("--init", choices=sorted(DEFCONFIGS), default="systemd")
+    parser.add_argument("--agent-port", type=int, default=7001)
+    args = parser.parse_args()
+    try:
+        if args.action == "build":
+            print(build(args.init))
+        else:
+            try_image(args.init, args.agent_port)
+    except BuildError as error:
+        print(f"testimage: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

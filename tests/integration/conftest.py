@@ -1,0 +1,116 @@
+"""Boot an image under test once per test module and hand the tests a logged-in guest.
+
+The image is the offline test image (scripts/test-image/testimage.py, built or taken from
+its cache), or a real Buildroot output when IMAGE_DIR is set. Each VM's console log is
+saved; when a test fails, its tail goes into the report and the path is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support import free_port, missing
+
+from integration.emulator import Emulator, clean
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts/test-image"))
+import testimage  # noqa: E402
+
+AGENT_KEY_FILE = "/etc/cube/agent/admin.key"
+TIMINGS: list[str] = []
+
+
+@dataclass
+class Guest:
+    """A booted image: its console, the agent's address on the host, how it was made."""
+
+    console: Emulator
+    agent_url: str
+    init: str
+    offline_image: bool
+
+    def admin_key(self) -> str:
+        """The admin key `cube-agent keys init` made on first boot."""
+        self.console.wait_for(f"test -s {AGENT_KEY_FILE}", timeout=120)
+        return self.console.check(f"cat {AGENT_KEY_FILE}").strip()
+
+
+def buildroot_image_init(image_dir: Path) -> str:
+    """systemd or sysv, from the .config next to a Buildroot output/images."""
+    config = image_dir.parent / ".config"
+    if config.is_file() and "BR2_INIT_SYSTEMD=y" in config.read_text().splitlines():
+        return "systemd"
+    return "sysv" if config.is_file() else "systemd"
+
+
+def image_for(init: str) -> tuple[Path, bool]:
+    """(image directory, is it the offline test image) for this init system."""
+    if image_dir := os.environ.get("IMAGE_DIR"):
+        path = Path(image_dir).resolve()
+        if buildroot_image_init(path) != init:
+            pytest.skip(f"IMAGE_DIR={image_dir} is not a {init} image")
+        return path, False
+    for tool in ("mmdebstrap", "mke2fs", "qemu-system-x86_64"):
+        if shutil.which(tool) is None:
+            missing(f"{tool} not installed (scripts/install-host-deps.sh)")
+    if not (testimage.BUILDROOT_DIR / "Makefile").is_file():
+        missing(f"no Buildroot at BUILDROOT_DIR={testimage.BUILDROOT_DIR} (make buildroot)")
+    if os.geteuid() != 0:
+        missing("building the offline test image needs root")
+    started = time.monotonic()
+    try:
+        image = testimage.build(init)
+    except testimage.BuildError as error:
+        pytest.fail(f"test image ({init}): {error}")
+    TIMINGS.append(f"{init} test image ready in {time.monotonic() - started:.0f} s")
+    return image, True
+
+
+@pytest.fixture(scope="session")
+def console_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console")
+
+
+def boot(init: str, log_dir: Path) -> Iterator[Guest]:
+    """Boot the image for this init system; always kill QEMU afterwards."""
+    image, offline = image_for(init)
+    port = free_port()
+    env = testimage.launch_env(image, port)
+    if not offline:
+        env.pop("EXTRA_ARGS")  # a real image: launch-vm's own defaults, writes included
+    console = Emulator(testimage.launch_command(), env, log_dir / f"{init}.log")
+    try:
+        console.start()
+        seconds = console.login()
+        TIMINGS.append(f"{init} image booted to a shell in {seconds:.0f} s")
+        yield Guest(console, f"http://127.0.0.1:{port}", init, offline)
+    finally:
+        console.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    guest = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(guest, Guest):
+        log = guest.console.log_path
+        guest.console.log.flush()
+        tail = log.read_text(errors="replace").splitlines()[-150:]
+        tail = [clean(line) for line in tail]
+        report.sections.append((f"console log (full: {log})", "\n".join(tail)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS:
+        terminalreporter.write_sep("-", "integration timings")
+        for line in TIMINGS:
+            terminalreporter.write_line(line)

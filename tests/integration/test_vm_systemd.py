@@ -1,0 +1,195 @@
+"""The systemd image, booted once for the whole module: services, models, agent, reboot.
+
+The tests run in file order on one VM and some change its state (they say so); the reboot
+comes last. In the offline test image the engines are the doubles from tests/doubles/.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import ollama
+import openai
+import pytest
+
+from integration.conftest import Guest, boot
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
+
+SERVICES = {"ollama": "ollama", "cube-agent": "cube-agent", "vllm": "vllm"}
+VLLM_URL = "http://127.0.0.1:8000"
+
+
+@pytest.fixture(scope="module")
+def guest(console_logs: Path) -> Iterator[Guest]:
+    yield from boot("systemd", console_logs)
+
+
+def configured_models(guest: Guest) -> list[str]:
+    """CUBE_MODELS from the image's env file, as `ollama list` names them."""
+    line = guest.console.check(". /etc/default/pull-models && echo $CUBE_MODELS")
+    return sorted(m if ":" in m else f"{m}:latest" for m in line.split())
+
+
+def show(guest: Guest, unit: str, prop: str) -> str:
+    return guest.console.check(f"systemctl show -p {prop} --value {unit}").strip()
+
+
+def wait_for_pull_models(guest: Guest, timeout: float = 180) -> None:
+    guest.console.wait_for("systemctl is-active pull-models", timeout=timeout, interval=2)
+
+
+def openai_client(guest: Guest) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{guest.agent_url}/v1", api_key=guest.admin_key(), timeout=60)
+
+
+def wait_for_agent(guest: Guest, timeout: float = 120) -> None:
+    """Until the agent answers through the port forward (it starts slowly under TCG)."""
+    client = openai_client(guest)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.models.list()
+            return
+        except openai.APIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_boot_reaches_a_root_shell(guest: Guest) -> None:
+    assert guest.console.check("id -u") == "0"
+    guest.console.wait_for("systemctl is-active multi-user.target", timeout=180, interval=2)
+    failed = guest.console.check("systemctl list-units --failed --plain --no-legend")
+    for unit in ("ollama", "vllm", "pull-models", "cube-agent"):
+        assert unit not in failed
+
+
+@pytest.mark.parametrize("unit", sorted(SERVICES))
+def test_engine_and_agent_run_as_their_own_user(guest: Guest, unit: str) -> None:
+    guest.console.wait_for(f"systemctl is-active {unit}", timeout=120, interval=2)
+    pid = show(guest, unit, "MainPID")
+    assert pid != "0"
+    user = guest.console.check(f"ps -o user= -p {pid}").strip()
+    assert user == SERVICES[unit]
+    assert guest.console.check(f"id -u {user}") != "0"
+
+
+def test_pull_models_ran_as_its_own_user_and_pulled_every_model(guest: Guest) -> None:
+    wait_for_pull_models(guest)
+    assert show(guest, "pull-models", "Result") == "success"
+    uid = guest.console.check("id -u cube-models")
+    assert uid != "0"
+    # Journal lines carry the uid of the process that wrote them.
+    log = guest.console.check(f"journalctl -o cat _SYSTEMD_UNIT=pull-models.service _UID={uid}")
+    assert "all models present" in log
+    listed = guest.console.check("OLLAMA_HOST=127.0.0.1:11434 ollama list")
+    for model in configured_models(guest):
+        assert model in listed
+
+
+def test_models_show_through_the_agent_from_the_host(guest: Guest) -> None:
+    wait_for_agent(guest)
+    key = guest.admin_key()
+    models = configured_models(guest)
+
+    tags = ollama.Client(host=guest.agent_url, headers={"Authorization": f"Bearer {key}"})
+    assert sorted(m.model for m in tags.list().models) == models
+    assert sorted(m.id for m in openai_client(guest).models.list()) == models
+
+    answer = openai_client(guest).chat.completions.create(
+        model=models[0], messages=[{"role": "user", "content": "hello there"}]
+    )
+    assert "hello there" in answer.choices[0].message.content
+
+
+def test_agent_refuses_requests_without_a_key(guest: Guest) -> None:
+    wait_for_agent(guest)
+    client = openai.OpenAI(base_url=f"{guest.agent_url}/v1", api_key="not-a-key", timeout=30)
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+def test_pull_models_retries_until_the_engine_is_up(guest: Guest) -> None:
+    """Changes the VM: models are removed and pulled again, interval set to 1 s."""
+    console = guest.console
+    console.check("systemctl stop ollama && systemctl mask --runtime ollama")
+    console.check("rm -rf /var/lib/ollama/models/manifests")
+    console.check(
+        "sed -i 's/^CUBE_PULL_INTERVAL=.*/CUBE_PULL_INTERVAL=\"1\"/' /etc/default/pull-models"
+    )
+    console.check("systemctl restart --no-block pull-models")
+    invocation = "_SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value pull-models)"
+    # At least three failed attempts while the engine is down, and it keeps going.
+    console.wait_for(
+        f"test $(journalctl -o cat {invocation} | grep -c 'engine not answering') -ge 3",
+        timeout=90,
+    )
+    assert show(guest, "pull-models", "ActiveState") == "activating"
+
+    console.check("systemctl unmask --runtime ollama && systemctl start ollama")
+    wait_for_pull_models(guest, timeout=120)
+    assert show(guest, "pull-models", "Result") == "success"
+    log = console.check(f"journalctl -o cat {invocation}")
+    assert "all models present" in log
+    for model in configured_models(guest):
+        assert f"pulled {model}" in log or f"pulled {model.removesuffix(':latest')}" in log
+
+    wait_for_agent(guest)
+    listed = sorted(m.id for m in openai_client(guest).models.list())
+    assert listed == configured_models(guest)
+
+
+def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
+    """Changes the VM for the duration of the test, then puts the ollama backend back."""
+    console = guest.console
+    env = "/etc/default/cube-agent"
+    console.check(f"cp {env} /root/cube-agent.env")
+    client = openai_client(guest)
+    vllm_model = console.check(". /etc/default/vllm && echo $VLLM_MODEL")
+    question = [{"role": "user", "content": "which engine"}]
+    try:
+        console.wait_for(f"curl -sf {VLLM_URL}/v1/models", timeout=60)
+        # The generator pins the engine's API flavour next to the URL: switch both.
+        console.check(
+            f"sed -i -e 's|^UV_CUBE_AGENT_TARGET_URL=.*|UV_CUBE_AGENT_TARGET_URL=\"{VLLM_URL}\"|'"
+            f" -e 's|^UV_CUBE_AGENT_ENGINE=.*|UV_CUBE_AGENT_ENGINE=\"openai\"|' {env}"
+        )
+        console.check("systemctl restart cube-agent")
+        wait_for_agent(guest)
+        assert [m.id for m in client.models.list()] == [vllm_model]
+        answer = client.chat.completions.create(model=vllm_model, messages=question)
+        assert answer.model == vllm_model
+        assert "which engine" in answer.choices[0].message.content
+    finally:
+        console.check(f"cp /root/cube-agent.env {env} && systemctl restart cube-agent")
+    wait_for_agent(guest)
+    assert vllm_model not in [m.id for m in client.models.list()]
+
+
+def test_a_killed_engine_is_restarted_by_systemd(guest: Guest) -> None:
+    console = guest.console
+    before = show(guest, "ollama", "MainPID")
+    console.check(f"kill -9 {before}")
+    console.wait_for(
+        f"test \"$(systemctl show -p MainPID --value ollama)\" -ne 0 -a "
+        f"\"$(systemctl show -p MainPID --value ollama)\" -ne {before}",
+        timeout=60,
+    )
+    console.wait_for("OLLAMA_HOST=127.0.0.1:11434 ollama list", timeout=60)
+    assert show(guest, "ollama", "NRestarts") != "0"
+
+
+def test_a_reboot_keeps_the_pulled_models(guest: Guest) -> None:
+    models = configured_models(guest)
+    boot_id = guest.console.check("cat /proc/sys/kernel/random/boot_id")
+    guest.console.reboot()
+    assert guest.console.check("cat /proc/sys/kernel/random/boot_id") != boot_id
+    wait_for_pull_models(guest)
+    # Nothing was pulled again on this boot: every model was already there.
+    log = guest.console.check("journalctl -b -o cat -u pull-models")
+    assert "pulling" not in log
+    wait_for_agent(guest, timeout=180)
+    assert sorted(m.id for m in openai_client(guest).models.list()) == models
