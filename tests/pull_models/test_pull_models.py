@@ -88,7 +88,12 @@ def engine(tmp_path, shell):
         }
         start = time.monotonic()
         proc = subprocess.run(
-            [*shell, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+            [*shell, str(SCRIPT)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
         )
         return Run(proc, state, time.monotonic() - start)
 
@@ -270,3 +275,11 @@ def test_against_the_ollama_double_that_starts_late(tmp_path, shell):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_model_names_are_not_expanded_as_file_patterns(engine, tmp_path):
+    # A "*" in CUBE_MODELS must reach ollama as it is, whatever the working directory holds.
+    (tmp_path / "qwen-notes.txt").touch()
+    run = engine(models="qwen* llama3.2:3b")
+    assert run.status == 0, run.err
+    assert run.pulls == ["qwen*", "llama3.2:3b"]

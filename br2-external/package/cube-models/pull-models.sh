@@ -15,6 +15,9 @@
 # present are never pulled again, so running it twice is harmless.
 # Exit status: 0 all models present, 1 gave up, 2 bad settings.
 
+# Model names are split on spaces below, never expanded as file patterns.
+set -f
+
 attempts=${CUBE_PULL_ATTEMPTS:-20}
 interval=${CUBE_PULL_INTERVAL:-5}
 models=${CUBE_MODELS:-}
