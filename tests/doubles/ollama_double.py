@@ -333,6 +333,9 @@ class Faults:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Keep-alive clients (aiohttp pools) would otherwise wait ~40 ms per request
+    # on Nagle + delayed ACK, as a real engine on Go or uvicorn does not.
+    disable_nagle_algorithm = True
     server_version = "ollama-double/" + VERSION
 
     def version_string(self):
