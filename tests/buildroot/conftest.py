@@ -1,0 +1,67 @@
+"""Fixtures for the Buildroot suite: the pinned Buildroot, configured output
+directories (one per defconfig, shared by the session) and the full Kconfig tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import kconfiglib
+import pytest
+from buildroot_support import DEFAULT_BUILDROOT, DEFCONFIGS, EXTERNAL, Output
+from support import missing
+
+
+@pytest.fixture(scope="session")
+def buildroot() -> Path:
+    path = Path(os.environ.get("BUILDROOT_DIR", DEFAULT_BUILDROOT))
+    if not (path / "Makefile").is_file():
+        missing(f"no Buildroot tree at {path} (set BUILDROOT_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def configure(buildroot, tmp_path_factory):
+    """configure(name) -> Output: `make <name>` once per session for each name, where name
+    is a defconfig of the tree or a path to a defconfig file."""
+    outputs: dict[str, Output] = {}
+
+    def run(name: str) -> Output:
+        if name not in outputs:
+            out = Output(buildroot, tmp_path_factory.mktemp(Path(name).name))
+            target = name if name in DEFCONFIGS else f"BR2_DEFCONFIG={name}"
+            args = (target,) if name in DEFCONFIGS else (target, "defconfig")
+            proc = out.make(*args)
+            assert proc.returncode == 0, f"make {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+            outputs[name] = out
+        return outputs[name]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def kconfig(buildroot, configure):
+    """The whole Kconfig tree (Buildroot's and ours), loaded with kconfiglib in the
+    environment Buildroot gives its own kconfig tools."""
+    out = configure(DEFCONFIGS[0])
+    env = {
+        "srctree": str(buildroot),
+        "BASE_DIR": str(out.dir),
+        "BR2_BASE_DIR": str(out.dir),
+        "BR2_EXTERNAL_CUBE_PATH": str(EXTERNAL),
+        "BR2_VERSION_FULL": buildroot.name.removeprefix("buildroot-"),
+        "HOSTARCH": "x86_64",
+        "HOST_GCC_VERSION": "12",
+        "BR2_DEFCONFIG": "",
+        "SKIP_LEGACY": "",
+    }
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return kconfiglib.Kconfig(str(buildroot / "Config.in"), warn=False)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,0 +1,128 @@
+"""`make show-info` (Buildroot's own view of a configuration) for each engine choice."""
+
+import re
+import tomllib
+
+import pytest
+from buildroot_support import DEFCONFIGS, EXTERNAL, REPO
+
+pytestmark = pytest.mark.buildroot
+
+
+def agent_version() -> str:
+    return tomllib.loads((REPO / "agent" / "pyproject.toml").read_text())["project"]["version"]
+
+
+@pytest.fixture(scope="module")
+def variant(configure, tmp_path_factory):
+    """variant(backend) -> Output: the systemd defconfig with another backend."""
+    directory = tmp_path_factory.mktemp("variants")
+
+    def configured(backend: str):
+        text = (EXTERNAL / "configs" / DEFCONFIGS[0]).read_text()
+        path = directory / f"cube_{backend.lower()}_defconfig"
+        path.write_text(f"{text}BR2_PACKAGE_CUBE_AGENT_BACKEND_{backend}=y\n")
+        return configure(str(path))
+
+    return configured
+
+
+@pytest.fixture(scope="module")
+def variant_info(variant):
+    """variant_info(backend) -> show-info of that variant, computed once."""
+    cache = {}
+
+    def info(backend: str) -> dict:
+        if backend not in cache:
+            cache[backend] = variant(backend).show_info()
+        return cache[backend]
+
+    return info
+
+
+@pytest.fixture(scope="module")
+def info(configure):
+    return {name: configure(name).show_info() for name in DEFCONFIGS}
+
+
+@pytest.mark.parametrize("name", DEFCONFIGS)
+def test_agent_and_ollama_with_versions_and_dependencies(name, info):
+    packages = info[name]
+    agent = packages["cube-agent"]
+    assert agent["version"] == agent_version()
+    assert {"python3", "host-python3", "host-python-jinja2"} <= set(agent["dependencies"])
+    for runtime in (
+        "python-fastapi",
+        "python-uvicorn",
+        "python-aiohttp",
+        "python-pydantic",
+        "python-pydantic-settings",
+        "python-pyyaml",
+        "python-uvloop",
+        "python-prometheus-client",
+    ):
+        assert runtime in packages, f"{name}: cube-agent's {runtime} is not selected"
+    assert packages["python-prometheus-client"]["version"] == "0.26.0"
+
+    ollama = packages["ollama"]
+    assert ollama["version"] == "0.12.3"
+    assert [d["source"] for d in ollama["downloads"]] == ["ollama-linux-amd64.tgz"]
+    assert ollama["downloads"][0]["uris"][0].startswith(
+        "https+https://github.com/ollama/ollama/releases/download/v0.12.3"
+    )
+    assert {"host-python3", "host-python-jinja2"} <= set(ollama["dependencies"])
+    assert "cube-models" in packages
+    assert "vllm" not in packages and "llama-cpp" not in packages
+
+
+def test_vllm_backend(variant_info):
+    packages = variant_info("VLLM")
+    vllm = packages["vllm"]
+    assert vllm["version"] == "0.10.2"
+    sources = [d["source"] for d in vllm["downloads"]]
+    wheels = [s for s in sources if s.endswith(".whl")]
+    assert any(re.fullmatch(r"vllm-0\.10\.2-.*\.whl", w) for w in wheels)
+    assert any(re.fullmatch(r"torch-2\.8\.0-cp312-.*\.whl", w) for w in wheels)
+    assert len(wheels) > 100, "vLLM's dependency set is not pinned in full"
+    assert "host-python-pip" in vllm["dependencies"]
+    assert "ollama" not in packages and "cube-agent" in packages
+
+
+def test_llama_cpp_backend(variant, variant_info):
+    packages = variant_info("LLAMA_CPP")
+    assert "llama-cpp" in packages["cube-llama-server"]["dependencies"]
+    assert packages["llama-cpp"]["version"]
+    assert variant("LLAMA_CPP").config()["BR2_PACKAGE_LLAMA_CPP_SERVER"] == "y"
+    assert "ollama" not in packages
+
+
+def hashed_files(buildroot, package: dict) -> set[str]:
+    """File names that have a sha256 line in one of the package's hash files."""
+    names = set()
+    for hash_file in package.get("hashes", []):
+        for line in (buildroot / hash_file).read_text().splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[0] == "sha256" and len(fields[1]) == 64:
+                names.add(fields[2])
+    return names
+
+
+@pytest.mark.parametrize("backend", ["OLLAMA", "VLLM", "LLAMA_CPP"])
+def test_every_download_has_a_hash(backend, buildroot, variant_info):
+    """What BR2_DOWNLOAD_FORCE_CHECK_HASHES demands, checked before any download, for
+    the tree's packages and the custom-version kernel (local sites need none)."""
+    packages = variant_info(backend)
+    ours = {
+        name: package
+        for name, package in packages.items()
+        if str(EXTERNAL) in package.get("package_dir", "") or name in ("linux", "linux-headers")
+    }
+    assert len(ours) >= 5
+    unhashed = [
+        (name, download["source"])
+        for name, package in ours.items()
+        for download in package.get("downloads", [])
+        if not download["uris"][0].startswith("local+")
+        and download["source"] not in hashed_files(buildroot, package)
+    ]
+    assert not unhashed, f"downloads without a sha256 line: {unhashed}"
