@@ -21,8 +21,11 @@ Reproduced:
 - Answers are deterministic: "Echo: <last user message>", one word per chunk; a token is a
   word. `max_tokens` cuts the answer (`finish_reason: "length"`).
 
-Not reproduced: inference, tools, logprobs, `n > 1`, chat templates (vLLM refuses chat for a
-model without one, e.g. DialoGPT, unless `--chat-template` is given: the double does not).
+- Chat templates: vLLM refuses chat for a model whose tokenizer has none unless
+  `--chat-template FILE` is given. The double knows DialoGPT (the image's default model) as
+  such a model and answers its chats with vLLM's 400 unless the flag names a readable file.
+
+Not reproduced: inference, tools, logprobs, `n > 1`, templates of other models.
 
 Fault injection (for reliability tests), as `vllm serve` flags or environment variables:
   --ready-after S     VLLM_DOUBLE_READY_AFTER   refuse connections for S seconds after start
@@ -62,7 +65,10 @@ DEFAULTS = {
     "api_key": None,
     "task": "auto",
     "runner": "auto",
+    "chat_template": None,
 }
+# Models whose tokenizer ships no chat template (matched by name).
+NO_CHAT_TEMPLATE = ("DialoGPT",)
 DEFAULT_MAX_MODEL_LEN = 2048  # when not given; real vLLM reads it from the model's config
 EMBEDDING_DIMS = 384
 
@@ -258,6 +264,15 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, f"The model `{name}` does not exist.")
         return name
 
+    def check_chat_template(self, name):
+        if self.server.args.chat_template or not any(m in name for m in NO_CHAT_TEMPLATE):
+            return
+        raise ApiError(
+            400,
+            "As of transformers v4.44, default chat template is no longer allowed, so you must "
+            "provide a chat template if the tokenizer does not define one.",
+        )
+
     def max_tokens(self, body, prompt_tokens):
         limit = self.server.args.max_model_len
         wanted = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -279,6 +294,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.json_body()
         name = self.check_model(body)
         if kind == "chat":
+            self.check_chat_template(name)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise ApiError(400, "messages: Field required")
@@ -449,6 +465,7 @@ def parser():
     s.add_argument("--served-model-name", default=DEFAULTS["served_model_name"])
     s.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY") or DEFAULTS["api_key"])
     s.add_argument("--task", default=DEFAULTS["task"])
+    s.add_argument("--chat-template", default=DEFAULTS["chat_template"])
     s.add_argument("--runner", default=DEFAULTS["runner"])
     s.add_argument("--convert", default="auto")
     s.add_argument(
@@ -489,6 +506,8 @@ def serve(args, extra):
         f"INFO {time.strftime('%m-%d %H:%M:%S')} [api_server.py] vLLM API server "
         f"version {VERSION}\nINFO [utils.py] non-default args: {changed!r}\n"
     )
+    if args.chat_template and not os.path.isfile(args.chat_template):
+        sys.exit(f"ValueError: chat template file not found: {args.chat_template}")
     args.served_model_name = args.served_model_name or args.model
     args.max_model_len = args.max_model_len or DEFAULT_MAX_MODEL_LEN
     if args.ready_after:

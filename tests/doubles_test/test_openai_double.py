@@ -180,3 +180,18 @@ def test_malformed_breaks_the_json(monkeypatch):
             r.json()
     finally:
         engine.stop()
+
+
+def test_dialogpt_chat_needs_a_chat_template_as_in_vllm():
+    """The image's default model only chats because vllm.service passes --chat-template."""
+    engine = start_openai_double("--chat-template", "")
+    try:
+        client = openai.OpenAI(base_url=engine.url + "/v1", api_key="none")
+        with pytest.raises(openai.BadRequestError, match="chat template"):
+            client.chat.completions.create(
+                model=VLLM_MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+        # Completions need no template.
+        assert client.completions.create(model=VLLM_MODEL, prompt="hi").choices[0].text
+    finally:
+        engine.process.stop()

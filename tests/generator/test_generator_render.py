@@ -57,7 +57,12 @@ FILES = {
         f"{UNITS}/pull-models.service",
         "etc/init.d/S97pull-models",
     },
-    "vllm": {"etc/default/vllm", f"{UNITS}/vllm.service", "etc/init.d/S96vllm"},
+    "vllm": {
+        "etc/default/vllm",
+        f"{UNITS}/vllm.service",
+        "etc/init.d/S96vllm",
+        "etc/vllm/chat-template.jinja",
+    },
     "llama-cpp": {
         "etc/default/llama-server",
         f"{UNITS}/llama-server.service",
@@ -203,6 +208,7 @@ def test_vllm_command_line_comes_from_its_env_file(render):
         "VLLM_PORT": "8100",
         "VLLM_GPU_MEMORY_UTILIZATION": "0.5",
         "VLLM_MAX_MODEL_LEN": "4096",
+        "VLLM_ARGS": "--chat-template /etc/vllm/chat-template.jinja",
         "HF_HOME": "/var/lib/vllm/huggingface",
     }
     exec_start = read_unit(result / f"{UNITS}/vllm.service")["Service"]["ExecStart"].split()
@@ -218,7 +224,20 @@ def test_vllm_command_line_comes_from_its_env_file(render):
         "${VLLM_GPU_MEMORY_UTILIZATION}",
         "--max-model-len",
         "${VLLM_MAX_MODEL_LEN}",
+        "$VLLM_ARGS",  # unbraced: systemd splits it into words, none when empty
     ]
+
+
+def test_vllm_chat_template_can_be_left_to_the_model(render):
+    result = render(config_for("vllm", "systemd") + 'BR2_PACKAGE_VLLM_CHAT_TEMPLATE=""\n')
+    assert result.status == 0, result.stderr
+    assert read_env_with_sh(result / "etc/default/vllm", ["sh"])["VLLM_ARGS"] == ""
+
+
+def test_vllm_chat_template_must_be_an_absolute_path(render):
+    result = render(config_for("vllm", "systemd") + 'BR2_PACKAGE_VLLM_CHAT_TEMPLATE="t.jinja"\n')
+    assert result.status == 2
+    assert "BR2_PACKAGE_VLLM_CHAT_TEMPLATE" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,8 @@ OPENAI_DOUBLE = DOUBLES / "openai_double.py"
 TINY_MODEL_SCRIPT = REPO / "scripts" / "make-tiny-model.py"
 # The model name the vLLM double serves unless told otherwise (Cube's default).
 VLLM_MODEL = "microsoft/DialoGPT-medium"
+# The chat template the image gives vLLM (DialoGPT has none of its own).
+VLLM_CHAT_TEMPLATE = REPO / "br2-external/templates/vllm/etc/vllm/chat-template.jinja"
 # The name llama.cpp's server gives the tiny model (`--alias`).
 TINY_MODEL_NAME = "tiny"
 
@@ -62,8 +64,13 @@ def start_ollama_double(
 
 
 def start_openai_double(*flags: str, model: str = VLLM_MODEL, env: dict | None = None) -> Engine:
-    """`vllm serve MODEL` (the double) on a free port; `flags` as vllm takes them."""
+    """`vllm serve MODEL` (the double) on a free port; `flags` as vllm takes them.
+
+    Like the image's vllm.service, it passes the image's chat template unless `flags` name one.
+    """
     port = free_port()
+    if "--chat-template" not in flags:
+        flags = (*flags, "--chat-template", str(VLLM_CHAT_TEMPLATE))
     process = Process(
         [
             sys.executable,

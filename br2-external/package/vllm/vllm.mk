@@ -54,6 +54,8 @@ define VLLM_INSTALL_TARGET_CMDS
 	$(INSTALL) -D -m 0755 $(VLLM_PKGDIR)/vllm.sh $(TARGET_DIR)/usr/bin/vllm
 	$(INSTALL) -D -m 0644 $(@D)/rendered/etc/default/vllm \
 		$(TARGET_DIR)/etc/default/vllm
+	$(INSTALL) -D -m 0644 $(@D)/rendered/etc/vllm/chat-template.jinja \
+		$(TARGET_DIR)/etc/vllm/chat-template.jinja
 endef
 
 define VLLM_INSTALL_INIT_SYSTEMD
