@@ -8,13 +8,17 @@ HELP_LINES += '' 'Tests and checks:' \
 
 PYTEST_ARGS ?=
 
-.PHONY: test test-quick check deps venv
+.PHONY: test test-quick check deps venv host-deps
 
-deps:
-	scripts/install-host-deps.sh
-	$(MAKE) venv
+deps: venv
 
-venv: $(VENV)/.stamp
+# Cheap when everything is there (one dpkg query per package), so every
+# target that needs the venv checks the host too: a fresh machine needs no
+# separate setup step.
+host-deps:
+	@scripts/install-host-deps.sh
+
+venv: host-deps $(VENV)/.stamp
 
 $(VENV)/.stamp: requirements-dev.txt agent/pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
