@@ -14,9 +14,11 @@ import httpx
 import psutil
 from cube_agent.keys import KeyFile
 from support import Process, free_port
-from support.engines import OLLAMA_DOUBLE, OPENAI_DOUBLE, VLLM_MODEL
+from support.engines import OLLAMA_DOUBLE, OPENAI_DOUBLE
 
 OLLAMA_MODEL = "llama3.2:3b"
+# An instruct model for the vLLM double: it ships a chat template, so chat works.
+VLLM_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 CHAT = {"model": VLLM_MODEL, "messages": [{"role": "user", "content": "hello there"}]}
 IN_FLIGHT = re.compile(r"^cube_agent_requests_in_flight (\S+)$", re.M)
 
