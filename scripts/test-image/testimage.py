@@ -36,9 +36,7 @@ EXTERNAL = REPO / "br2-external"
 BUILDROOT_DIR = Path(
     os.environ.get("BUILDROOT_DIR", Path.home() / ".cache/cube-hal/buildroot-2026.02.3")
 )
-CACHE = Path(
-    os.environ.get("CUBE_TEST_IMAGE_CACHE", Path.home() / ".cache/cube-hal/test-images")
-)
+CACHE = Path(os.environ.get("CUBE_TEST_IMAGE_CACHE", Path.home() / ".cache/cube-hal/test-images"))
 
 DEFCONFIGS = {"systemd": "cube_cvm_defconfig", "sysv": "cube_cvm_sysv_defconfig"}
 # Test images only: a root shell on the serial console, and both engines so a test can
@@ -71,6 +69,7 @@ KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 
 # The doubles stand in for the engine binaries (see their docstrings).
 DOUBLES = {"usr/bin/ollama": "ollama_double.py", "usr/bin/vllm": "openai_double.py"}
+GUEST_WHEELS = "/root/wheels"
 MAKEUSERS_DEFINE = re.compile(r"^define (\w+)_USERS\n(.*?)^endef", re.MULTILINE | re.DOTALL)
 
 
@@ -251,8 +250,8 @@ def install_agent(root: Path, workdir: Path) -> None:
     # uvloop: the Buildroot package selects python-uvloop.
     sh(*pip, "wheel", "--wheel-dir", wheels, REPO / "agent", "uvloop")
     sh(*pip, "download", "--no-deps", "--dest", wheels, "pip")
-    shutil.copytree(wheels, root / "tmp/wheels")
-    pip_wheel = next(Path("/tmp/wheels").joinpath(w.name) for w in wheels.glob("pip-*.whl"))
+    shutil.copytree(wheels, root / GUEST_WHEELS.lstrip("/"))
+    pip_wheel = next(f"{GUEST_WHEELS}/{w.name}" for w in wheels.glob("pip-*.whl"))
     sh(
         "chroot",
         root,
@@ -265,11 +264,11 @@ def install_agent(root: Path, workdir: Path) -> None:
         "--no-cache-dir",
         "--break-system-packages",
         "--root-user-action=ignore",
-        "--find-links=/tmp/wheels",
+        f"--find-links={GUEST_WHEELS}",
         "cube-agent",
         "uvloop",
     )
-    shutil.rmtree(root / "tmp/wheels")
+    shutil.rmtree(root / GUEST_WHEELS.lstrip("/"))
     # Buildroot's python packages put console scripts in /usr/bin.
     (root / "usr/bin/cube-agent").symlink_to("/usr/local/bin/cube-agent")
 
@@ -288,7 +287,8 @@ def install_sysv_init(root: Path) -> None:
     install(BUILDROOT_DIR / "package/busybox/inittab", root / "etc/inittab")
     install(BUILDROOT_DIR / "package/skeleton-init-sysv/skeleton/etc/fstab", root / "etc/fstab")
     for script in ("rcS", "rcK"):
-        install(BUILDROOT_DIR / "package/initscripts/init.d" / script, root / "etc/init.d" / script, 0o755)
+        source = BUILDROOT_DIR / "package/initscripts/init.d" / script
+        install(source, root / "etc/init.d" / script, 0o755)
     # BR2_TARGET_GENERIC_GETTY_PORT, as busybox.mk's sed does.
     inittab = root / "etc/inittab"
     text = inittab.read_text(encoding="utf-8")
@@ -332,15 +332,14 @@ def post_build(root: Path, config: Path, init: str) -> None:
 
 def build_rootfs(init: str, config: Path, rendered: Path, root: Path, workdir: Path) -> None:
     with tarfile.open(debian_base()) as tar:
-        tar.extractall(root, filter="fully_trusted")
-    overlay = HERE / "overlay"
-    for layer in ("common", init):
-        if (overlay / layer).is_dir():
-            shutil.copytree(overlay / layer, root, dirs_exist_ok=True, symlinks=True)
+        tar.extractall(root, filter="fully_trusted")  # noqa: S202 (our own mmdebstrap output)
+    # The project's BR2_ROOTFS_OVERLAY, then the test image's own few files.
+    overlays = [EXTERNAL / "overlay", HERE / "overlay/common", HERE / "overlay" / init]
+    for overlay in overlays:
+        if overlay.is_dir():
+            shutil.copytree(overlay, root, dirs_exist_ok=True, symlinks=True)
     units = install_rendered(rendered, root, init)
-    install(
-        EXTERNAL / "package/cube-models/pull-models.sh", root / "usr/bin/pull-models.sh", 0o755
-    )
+    install(EXTERNAL / "package/cube-models/pull-models.sh", root / "usr/bin/pull-models.sh", 0o755)
     for dest, double in DOUBLES.items():
         install(REPO / "tests/doubles" / double, root / dest, 0o755)
     create_users(root, package_users(config))
@@ -381,7 +380,8 @@ def build(init: str) -> Path:
         shutil.copyfile(kernel, partial / "bzImage")
         shutil.copyfile(initrd, partial / "initrd.img")
         shutil.copyfile(config, partial / "cube.config")
-        sh("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, partial / "rootfs.ext4", IMAGE_SIZE)
+        rootfs = partial / "rootfs.ext4"
+        sh("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, rootfs, IMAGE_SIZE)
         partial.rename(image)
         log(f"built {image}")
         return image
@@ -429,7 +429,8 @@ then from another host terminal:
         file=sys.stderr,
         flush=True,
     )
-    os.execve(launch_command()[0], launch_command(), launch_env(image, agent_port))
+    command = launch_command()
+    os.execve(command[0], command, launch_env(image, agent_port))  # noqa: S606
 
 
 def main() -> int:

@@ -1,8 +1,7 @@
-"""Boot an image under test once per test module and hand the tests a logged-in guest.
+"""The image under test, booted and logged in: what each test module's `guest` fixture is.
 
 The image is the offline test image (scripts/test-image/testimage.py, built or taken from
-its cache), or a real Buildroot output when IMAGE_DIR is set. Each VM's console log is
-saved; when a test fails, its tail goes into the report and the path is printed.
+its cache), or a real Buildroot output when IMAGE_DIR is set.
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import openai
 import pytest
+from integration.emulator import Emulator, scaled
 from support import free_port, missing
-
-from integration.emulator import Emulator, clean
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts/test-image"))
@@ -41,6 +40,28 @@ class Guest:
         """The admin key `cube-agent keys init` made on first boot."""
         self.console.wait_for(f"test -s {AGENT_KEY_FILE}", timeout=120)
         return self.console.check(f"cat {AGENT_KEY_FILE}").strip()
+
+    def openai(self) -> openai.OpenAI:
+        """The unmodified OpenAI client, talking to the agent from the host."""
+        return openai.OpenAI(base_url=f"{self.agent_url}/v1", api_key=self.admin_key(), timeout=60)
+
+    def wait_for_agent(self, timeout: float = 180) -> None:
+        """Until the agent answers through the port forward (it starts slowly under TCG)."""
+        client = self.openai()
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            try:
+                client.models.list()
+                return
+            except openai.APIError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+    def configured_models(self) -> list[str]:
+        """CUBE_MODELS from the image's env file, as `ollama list` names them."""
+        line = self.console.check(". /etc/default/pull-models && echo $CUBE_MODELS")
+        return sorted(m if ":" in m else f"{m}:latest" for m in line.split())
 
 
 def buildroot_image_init(image_dir: Path) -> str:
@@ -74,11 +95,6 @@ def image_for(init: str) -> tuple[Path, bool]:
     return image, True
 
 
-@pytest.fixture(scope="session")
-def console_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("console")
-
-
 def boot(init: str, log_dir: Path) -> Iterator[Guest]:
     """Boot the image for this init system; always kill QEMU afterwards."""
     image, offline = image_for(init)
@@ -94,23 +110,3 @@ def boot(init: str, log_dir: Path) -> Iterator[Guest]:
         yield Guest(console, f"http://127.0.0.1:{port}", init, offline)
     finally:
         console.close()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    guest = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
-    if report.failed and isinstance(guest, Guest):
-        log = guest.console.log_path
-        guest.console.log.flush()
-        tail = log.read_text(errors="replace").splitlines()[-150:]
-        tail = [clean(line) for line in tail]
-        report.sections.append((f"console log (full: {log})", "\n".join(tail)))
-    return report
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if TIMINGS:
-        terminalreporter.write_sep("-", "integration timings")
-        for line in TIMINGS:
-            terminalreporter.write_line(line)

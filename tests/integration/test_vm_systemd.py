@@ -6,15 +6,13 @@ comes last. In the offline test image the engines are the doubles from tests/dou
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import ollama
 import openai
 import pytest
-
-from integration.conftest import Guest, boot
+from integration.guest import Guest, boot
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 
@@ -27,36 +25,12 @@ def guest(console_logs: Path) -> Iterator[Guest]:
     yield from boot("systemd", console_logs)
 
 
-def configured_models(guest: Guest) -> list[str]:
-    """CUBE_MODELS from the image's env file, as `ollama list` names them."""
-    line = guest.console.check(". /etc/default/pull-models && echo $CUBE_MODELS")
-    return sorted(m if ":" in m else f"{m}:latest" for m in line.split())
-
-
 def show(guest: Guest, unit: str, prop: str) -> str:
     return guest.console.check(f"systemctl show -p {prop} --value {unit}").strip()
 
 
 def wait_for_pull_models(guest: Guest, timeout: float = 180) -> None:
     guest.console.wait_for("systemctl is-active pull-models", timeout=timeout, interval=2)
-
-
-def openai_client(guest: Guest) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{guest.agent_url}/v1", api_key=guest.admin_key(), timeout=60)
-
-
-def wait_for_agent(guest: Guest, timeout: float = 120) -> None:
-    """Until the agent answers through the port forward (it starts slowly under TCG)."""
-    client = openai_client(guest)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.models.list()
-            return
-        except openai.APIError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(2)
 
 
 def test_boot_reaches_a_root_shell(guest: Guest) -> None:
@@ -86,27 +60,27 @@ def test_pull_models_ran_as_its_own_user_and_pulled_every_model(guest: Guest) ->
     log = guest.console.check(f"journalctl -o cat _SYSTEMD_UNIT=pull-models.service _UID={uid}")
     assert "all models present" in log
     listed = guest.console.check("OLLAMA_HOST=127.0.0.1:11434 ollama list")
-    for model in configured_models(guest):
+    for model in guest.configured_models():
         assert model in listed
 
 
 def test_models_show_through_the_agent_from_the_host(guest: Guest) -> None:
-    wait_for_agent(guest)
+    guest.wait_for_agent()
     key = guest.admin_key()
-    models = configured_models(guest)
+    models = guest.configured_models()
 
     tags = ollama.Client(host=guest.agent_url, headers={"Authorization": f"Bearer {key}"})
     assert sorted(m.model for m in tags.list().models) == models
-    assert sorted(m.id for m in openai_client(guest).models.list()) == models
+    assert sorted(m.id for m in guest.openai().models.list()) == models
 
-    answer = openai_client(guest).chat.completions.create(
+    answer = guest.openai().chat.completions.create(
         model=models[0], messages=[{"role": "user", "content": "hello there"}]
     )
     assert "hello there" in answer.choices[0].message.content
 
 
 def test_agent_refuses_requests_without_a_key(guest: Guest) -> None:
-    wait_for_agent(guest)
+    guest.wait_for_agent()
     client = openai.OpenAI(base_url=f"{guest.agent_url}/v1", api_key="not-a-key", timeout=30)
     with pytest.raises(openai.AuthenticationError):
         client.models.list()
@@ -134,12 +108,12 @@ def test_pull_models_retries_until_the_engine_is_up(guest: Guest) -> None:
     assert show(guest, "pull-models", "Result") == "success"
     log = console.check(f"journalctl -o cat {invocation}")
     assert "all models present" in log
-    for model in configured_models(guest):
+    for model in guest.configured_models():
         assert f"pulled {model}" in log or f"pulled {model.removesuffix(':latest')}" in log
 
-    wait_for_agent(guest)
-    listed = sorted(m.id for m in openai_client(guest).models.list())
-    assert listed == configured_models(guest)
+    guest.wait_for_agent()
+    listed = sorted(m.id for m in guest.openai().models.list())
+    assert listed == guest.configured_models()
 
 
 def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
@@ -147,7 +121,7 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
     console = guest.console
     env = "/etc/default/cube-agent"
     console.check(f"cp {env} /root/cube-agent.env")
-    client = openai_client(guest)
+    client = guest.openai()
     vllm_model = console.check(". /etc/default/vllm && echo $VLLM_MODEL")
     question = [{"role": "user", "content": "which engine"}]
     try:
@@ -158,14 +132,14 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
             f" -e 's|^UV_CUBE_AGENT_ENGINE=.*|UV_CUBE_AGENT_ENGINE=\"openai\"|' {env}"
         )
         console.check("systemctl restart cube-agent")
-        wait_for_agent(guest)
+        guest.wait_for_agent()
         assert [m.id for m in client.models.list()] == [vllm_model]
         answer = client.chat.completions.create(model=vllm_model, messages=question)
         assert answer.model == vllm_model
         assert "which engine" in answer.choices[0].message.content
     finally:
         console.check(f"cp /root/cube-agent.env {env} && systemctl restart cube-agent")
-    wait_for_agent(guest)
+    guest.wait_for_agent()
     assert vllm_model not in [m.id for m in client.models.list()]
 
 
@@ -174,8 +148,8 @@ def test_a_killed_engine_is_restarted_by_systemd(guest: Guest) -> None:
     before = show(guest, "ollama", "MainPID")
     console.check(f"kill -9 {before}")
     console.wait_for(
-        f"test \"$(systemctl show -p MainPID --value ollama)\" -ne 0 -a "
-        f"\"$(systemctl show -p MainPID --value ollama)\" -ne {before}",
+        f'test "$(systemctl show -p MainPID --value ollama)" -ne 0 -a '
+        f'"$(systemctl show -p MainPID --value ollama)" -ne {before}',
         timeout=60,
     )
     console.wait_for("OLLAMA_HOST=127.0.0.1:11434 ollama list", timeout=60)
@@ -183,7 +157,7 @@ def test_a_killed_engine_is_restarted_by_systemd(guest: Guest) -> None:
 
 
 def test_a_reboot_keeps_the_pulled_models(guest: Guest) -> None:
-    models = configured_models(guest)
+    models = guest.configured_models()
     boot_id = guest.console.check("cat /proc/sys/kernel/random/boot_id")
     guest.console.reboot()
     assert guest.console.check("cat /proc/sys/kernel/random/boot_id") != boot_id
@@ -191,5 +165,5 @@ def test_a_reboot_keeps_the_pulled_models(guest: Guest) -> None:
     # Nothing was pulled again on this boot: every model was already there.
     log = guest.console.check("journalctl -b -o cat -u pull-models")
     assert "pulling" not in log
-    wait_for_agent(guest, timeout=180)
-    assert sorted(m.id for m in openai_client(guest).models.list()) == models
+    guest.wait_for_agent()
+    assert sorted(m.id for m in guest.openai().models.list()) == models
