@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,9 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.routing import Router as StarletteRouter
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from . import __version__
 from .auth import Auth
@@ -24,12 +21,10 @@ from .errors import AgentError, error_response, handle_agent_error
 from .keys import KeyFile, KeyFileError
 from .metrics import Metrics
 from .middleware import RequestContext
-from .proxy import Proxy
+from .proxy import PROXY_PATH, Proxy
 from .routing import Router
 
 log = logging.getLogger("cube_agent")
-
-PROXY_METHODS = ["GET", "POST", "DELETE", "HEAD"]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -130,56 +125,85 @@ def create_app(settings: Settings) -> FastAPI:
     if attestation is not None:
         app.include_router(attestation, dependencies=[Depends(any_key)])
 
-    proxy_routes = [
-        Route(prefix + path, endpoint, methods=PROXY_METHODS)
-        for prefix in ("", "/{domain}")
-        for path, endpoint in (("/v1/{rest:path}", proxy.openai), ("/api/{name}", proxy.ollama))
-    ]
-    app.proxy_app = RequestContext(JsonErrors(StarletteRouter(proxy_routes)), metrics=metrics)
+    app.proxy = proxy
     return app
 
 
-# /v1/..., /api/NAME, with or without a /{domain} prefix.
-PROXY_PATH = re.compile(r"^/(?:[^/]+/)?(?:v1/|api/[^/]+$)")
-
-
 class AgentApp(FastAPI):
-    """FastAPI serves the operations endpoints, the attestation router and the schema; the
-    proxy endpoints go straight to their own small router with one middleware, skipping
-    FastAPI's middleware stack, which profiling showed to be most of the per-request cost."""
+    """The one ASGI callable: proxy paths go straight to `Proxy.handle` (plain ASGI, see
+    proxy.py for why); everything else (operations, attestation, the schema) is FastAPI."""
 
-    proxy_app: ASGIApp | None = None
-
-    def build_middleware_stack(self) -> ASGIApp:
-        full = super().build_middleware_stack()
-        proxy_app = self.proxy_app
-        if proxy_app is None:
-            return full
-
-        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and PROXY_PATH.match(scope["path"]):
-                await proxy_app(scope, receive, send)
-            else:
-                await full(scope, receive, send)
-
-        return dispatch
-
-
-class JsonErrors:
-    """AgentError (and Starlette's 404/405) as JSON, for the proxy router."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    proxy: Proxy | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-            return
-        except AgentError as exc:
-            response = error_response(scope["path"], exc)
-        except StarletteHTTPException as exc:
-            response = error_response(scope["path"], AgentError(exc.status_code, str(exc.detail)))
-        await response(scope, receive, send)
+        if scope["type"] == "http" and self.proxy is not None:
+            match = PROXY_PATH.fullmatch(scope["path"])
+            if match is not None:
+                await self.proxy.handle(scope, receive, send, match)
+                return
+        await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            schema["paths"].update(proxy_operations())
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
+                "type": "http",
+                "scheme": "bearer",
+            }
+        return self.openapi_schema  # type: ignore[return-value]
+
+
+# The proxy operations for the schema only (Proxy.handle serves them): method, path, summary.
+PROXY_OPERATIONS = [
+    ("post", "/v1/chat/completions", "OpenAI chat completion (SSE when stream is true)"),
+    ("post", "/v1/completions", "OpenAI text completion (SSE when stream is true)"),
+    ("post", "/v1/embeddings", "OpenAI embeddings"),
+    ("get", "/v1/models", "OpenAI model list"),
+    ("post", "/api/chat", "Ollama chat (NDJSON stream unless stream is false)"),
+    ("post", "/api/generate", "Ollama generate (NDJSON stream unless stream is false)"),
+    ("get", "/api/tags", "Ollama model list"),
+    ("post", "/api/show", "Ollama model details"),
+    ("post", "/api/embed", "Ollama embeddings"),
+    ("post", "/api/embeddings", "Ollama embeddings (legacy)"),
+    ("get", "/api/ps", "Ollama running models"),
+    ("get", "/api/version", "Ollama version (Ollama engines only)"),
+    ("post", "/api/pull", "Ollama model download, streamed progress (admin key; Ollama only)"),
+    ("delete", "/api/delete", "Ollama model removal (admin key; Ollama only)"),
+]
+
+
+def proxy_operations() -> dict[str, Any]:
+    """OpenAPI path items for the proxy endpoints, with and without the /{domain} prefix.
+    Bodies are the engine API's own (passed through), so they are described as objects."""
+    error = {
+        "description": "error: OpenAI `{error: {message, type, code}}` under /v1, "
+        "Ollama `{error}` under /api"
+    }
+    domain = {"name": "domain", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths: dict[str, Any] = {}
+    for method, path, summary in PROXY_OPERATIONS:
+        for prefix in ("", "/{domain}"):
+            op: dict[str, Any] = {
+                "tags": ["openai" if path.startswith("/v1/") else "ollama"],
+                "summary": summary + (" in a domain" if prefix else ""),
+                "operationId": f"{method}{prefix}{path}".replace("/", "_")
+                .replace("{", "")
+                .replace("}", ""),
+                "security": [{"apiKey": []}],
+                "parameters": [domain] if prefix else [],
+                "responses": {
+                    "200": {"description": "the engine's answer"},
+                    **{code: error for code in ("400", "401", "403", "413", "502", "504")},
+                },
+            }
+            if method == "post" or path == "/api/delete":
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            paths.setdefault(prefix + path, {})[method] = op
+    return paths
 
 
 def _attestation_router() -> Any:

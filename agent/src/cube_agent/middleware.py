@@ -1,7 +1,5 @@
-"""The one middleware every request crosses: request id, metrics, access log.
-
-Pure ASGI (no BaseHTTPMiddleware): it wraps `send` and adds no task or copy per chunk.
-"""
+"""Request id, metrics and access log: inline in the proxy's handler, and as one pure-ASGI
+middleware (no BaseHTTPMiddleware: no task or copy per chunk) for FastAPI's endpoints."""
 
 from __future__ import annotations
 
@@ -11,12 +9,43 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import StreamBroken
 from .metrics import Metrics, route_label
 
 log = logging.getLogger("cube_agent.access")
 
 REQUEST_ID = b"x-request-id"
+
+
+def request_id_of(scope: Scope) -> bytes:
+    """The client's X-Request-ID (at most 128 bytes), or a new random one."""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID:
+            return value[:128] or uuid.uuid4().hex.encode()
+    return uuid.uuid4().hex.encode()
+
+
+def log_request(scope: Scope, request_id: bytes, route: str, status: int, seconds: float) -> None:
+    """One access-log line: errors only at the default level (successes are DEBUG)."""
+    if status >= 500:
+        level = logging.WARNING
+    elif status >= 400:
+        level = logging.INFO
+    else:
+        level = logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "request",
+            extra={
+                "request_id": request_id.decode("latin-1"),
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": (scope.get("client") or ("", 0))[0],
+            },
+        )
 
 
 class RequestContext:
@@ -29,14 +58,11 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = b""
-        for name, value in scope["headers"]:
-            if name == REQUEST_ID:
-                request_id = value[:128]
-                break
-        if not request_id:
-            request_id = uuid.uuid4().hex.encode()
-            scope["headers"] = [*scope["headers"], (REQUEST_ID, request_id)]
+        request_id = request_id_of(scope)
+        scope["headers"] = [
+            *(h for h in scope["headers"] if h[0] != REQUEST_ID),
+            (REQUEST_ID, request_id),
+        ]
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
         status = 500
         metrics = self.metrics
@@ -51,30 +77,9 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except StreamBroken:
-            pass  # logged where it broke; uvicorn closes the half-sent response
         finally:
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = route_label(scope["path"])
             metrics.observe(route, status, elapsed)
-            if status >= 500:
-                level = logging.WARNING
-            elif status >= 400:
-                level = logging.INFO
-            else:
-                level = logging.DEBUG
-            if log.isEnabledFor(level):
-                log.log(
-                    level,
-                    "request",
-                    extra={
-                        "request_id": request_id.decode("latin-1"),
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "client": (scope.get("client") or ("", 0))[0],
-                    },
-                )
+            log_request(scope, request_id, route, status, elapsed)

@@ -1,30 +1,42 @@
 """The proxy endpoints: OpenAI-compatible `/v1/...` and Ollama-native `/api/...`, each also
 under a `/{domain}` prefix (no prefix = domain `default`).
 
-These are plain Starlette endpoints (no FastAPI dependency injection or validation on the hot
-path). Bodies are read once and parsed only when routing or translation needs the JSON;
-answers that the engine streams are relayed chunk by chunk, and a client that goes away
-closes the engine connection so the engine stops generating.
+They are served as plain ASGI, not through FastAPI/Starlette: the benchmark (issue 9)
+showed the framework's layers (middlewares, request/response objects, send wrappers) cost
+more CPU than the whole proxy logic, so `Proxy.handle` does auth, routing, request id,
+metrics and the forwarding itself and sends the ASGI messages directly. Bodies are read
+once and parsed only when routing or translation needs the JSON; streamed answers are
+relayed chunk by chunk as they arrive, and a client that goes away closes the engine
+connection so the engine stops generating.
+
+Two paths are slower on purpose and use Starlette responses: the Ollama API translated onto
+an OpenAI-only engine (it parses and rebuilds every message anyway) and the optional
+guardrails stage (its seam, `_guarded`, takes and returns a `Response`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from . import translate
 from .auth import Auth
 from .errors import AgentError, StreamBroken, error_body, is_ollama_path
 from .keys import DEFAULT_DOMAIN
 from .metrics import Metrics, route_label
+from .middleware import REQUEST_ID, log_request, request_id_of
 from .routing import Router
 from .upstream import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS, Upstream
 
@@ -32,6 +44,11 @@ if TYPE_CHECKING:
     from .guardrails import Guardrails
 
 log = logging.getLogger("cube_agent.proxy")
+
+# /v1/REST and /api/NAME, optionally under /DOMAIN; the lazy `??` tries the unprefixed form
+# first, so /v1/v1/x is /v1/ with REST v1/x, not domain "v1".
+PROXY_PATH = re.compile(r"/(?:(?P<domain>[^/]+)/)??(?:v1/(?P<rest>.*)|api/(?P<name>[^/]+))")
+PROXY_METHODS = frozenset({"GET", "POST", "DELETE", "HEAD"})
 
 # Ollama endpoints the agent serves; the second set changes the engine's models (admin keys).
 OLLAMA_ENDPOINTS = frozenset(
@@ -42,6 +59,8 @@ STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 # The endpoints the optional guardrails stage checks, and the API shape of each.
 GUARDED = {"/v1/chat/completions": "openai", "/api/chat": "ollama"}
 JSON = "application/json"
+_DROP_RESPONSE = frozenset(h.encode() for h in DROP_RESPONSE_HEADERS)
+_JSON_HEADER = (b"content-type", b"application/json")
 
 
 def stream_error(path: str, content_type: str, message: str) -> bytes:
@@ -55,6 +74,23 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise AgentError(400, f"malformed JSON body: {exc}", "invalid_json") from None
+
+
+@dataclass(slots=True)
+class Call:
+    """One proxied request, as the handler and the slower paths need it."""
+
+    method: str
+    path: str  # the API path without the /{domain} prefix: /v1/..., /api/NAME
+    scope_path: str  # the path the client sent (error shapes and metrics go by it)
+    domain: str
+    headers: dict[str, str]  # first value of each, lower-case names
+    forward: list[tuple[str, str]]  # what the engine gets
+    query: str
+    request_id: bytes
+    status: int = 500
+    started: bool = False  # the status line is sent: an error can no longer be
+    body: bytes = b""
 
 
 class Proxy:
@@ -71,33 +107,76 @@ class Proxy:
         self.metrics = metrics
         self.max_body = max_body
         self.guardrails = guardrails
+        self._rules_read_query = any(rule.query for rule in router.rules)
 
-    # -- endpoints -------------------------------------------------------------------------
+    # -- the ASGI entry point --------------------------------------------------------------
 
-    async def openai(self, request: Request) -> Response:
-        domain = request.path_params.get("domain", DEFAULT_DOMAIN)
-        path = "/v1/" + request.path_params["rest"]
-        self.auth.check(request.headers, domain)
-        body = await self._read_body(request)
-        upstream, forward_path, _ = self._route(request, path, domain, body)
-        return await self._guarded(
-            path, body, partial(self._pass_through, request, upstream, forward_path)
+    async def handle(self, scope: Scope, receive: Receive, send: Send, match: re.Match) -> None:
+        """Serve one request whose path PROXY_PATH matched, from start to metrics."""
+        started = time.perf_counter()
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        headers: dict[str, str] = {}
+        forward: list[tuple[str, str]] = []
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            if name not in headers:
+                headers[name] = value
+            if name not in DROP_REQUEST_HEADERS:
+                forward.append((name, value))
+        request_id = request_id_of(scope)
+        if "x-request-id" not in headers:
+            forward.append(("x-request-id", request_id.decode("latin-1")))
+        rest = match["rest"]
+        call = Call(
+            method=scope["method"],
+            path="/v1/" + rest if rest is not None else "/api/" + match["name"],
+            scope_path=scope["path"],
+            domain=match["domain"] or DEFAULT_DOMAIN,
+            headers=headers,
+            forward=forward,
+            query=scope["query_string"].decode("latin-1"),
+            request_id=request_id,
         )
+        try:
+            await self._serve(call, scope, receive, send)
+        except AgentError as exc:
+            await self._send_error(call, send, exc)
+        except StreamBroken:
+            pass  # logged where it broke; uvicorn closes the half-sent response
+        except Exception as exc:
+            log.error("unhandled error", exc_info=exc)
+            await self._send_error(call, send, AgentError(500, "internal error in the agent"))
+        finally:
+            metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = route_label(call.scope_path)
+            metrics.observe(route, call.status, elapsed)
+            log_request(scope, call.request_id, route, call.status, elapsed)
 
-    async def ollama(self, request: Request) -> Response:
-        domain = request.path_params.get("domain", DEFAULT_DOMAIN)
-        name = request.path_params["name"]
-        path = "/api/" + name
-        if name not in OLLAMA_ENDPOINTS and name not in OLLAMA_MODEL_MANAGEMENT:
-            raise AgentError(404, f"no such endpoint: {path}", "not_found")
-        self.auth.check(request.headers, domain, admin=name in OLLAMA_MODEL_MANAGEMENT)
-        body = await self._read_body(request)
-        upstream, forward_path, _ = self._route(request, path, domain, body)
-        if await upstream.engine_kind() == "ollama":
-            return await self._guarded(
-                path, body, partial(self._pass_through, request, upstream, forward_path)
-            )
-        if name in OLLAMA_MODEL_MANAGEMENT:
+    async def _serve(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+        if call.method not in PROXY_METHODS:
+            raise AgentError(405, "Method Not Allowed", "method_not_allowed")
+        name = None if call.path.startswith("/v1/") else call.path[5:]
+        if (
+            name is not None
+            and name not in OLLAMA_ENDPOINTS
+            and name not in OLLAMA_MODEL_MANAGEMENT
+        ):
+            raise AgentError(404, f"no such endpoint: {call.path}", "not_found")
+        admin = name is not None and name in OLLAMA_MODEL_MANAGEMENT
+        self.auth.check(call.headers, call.domain, admin=admin)  # type: ignore[arg-type]
+        call.body = await self._read_body(call, receive)
+        upstream, forward_path = self._route(call)
+        translated = name is not None and await upstream.engine_kind() != "ollama"
+        if not translated and (self.guardrails is None or call.path not in GUARDED):
+            await self._pass_through(call, upstream, forward_path, receive, send)
+            return
+        # The slower paths: Starlette responses, sent with the request id added.
+        if not translated:
+            forward = partial(self._pass_through_response, call, upstream, forward_path)
+        elif name in OLLAMA_MODEL_MANAGEMENT:
             raise AgentError(
                 501,
                 f"/api/{name} is not available: the engine at {upstream.url} is "
@@ -105,7 +184,18 @@ class Proxy:
                 "configuration to change models)",
                 "not_implemented",
             )
-        return await self._guarded(path, body, partial(self._translate, request, upstream, name))
+        else:
+            forward = partial(self._translate, call, upstream, name)
+        response = await self._guarded(call.path, call.body, forward)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                call.status = message["status"]
+                call.started = True
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID, call.request_id)]
+            await send(message)
+
+        await response(scope, receive, send_with_id)
 
     async def _guarded(
         self, path: str, body: bytes, forward: Callable[[bytes], Awaitable[Response]]
@@ -118,15 +208,38 @@ class Proxy:
         assert self.guardrails is not None
         return await self.guardrails.guard(api, body, forward)  # type: ignore[arg-type]
 
+    async def _send_error(self, call: Call, send: Send, exc: AgentError) -> None:
+        if call.started:
+            log.warning("error after the answer started", extra={"error": exc.message})
+            return
+        body = error_body(call.scope_path, exc.status, exc.message, exc.code)
+        headers = [_JSON_HEADER, (b"content-length", str(len(body)).encode())]
+        if exc.status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        headers.append((REQUEST_ID, call.request_id))
+        call.status = exc.status
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     # -- request side ----------------------------------------------------------------------
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def _read_body(self, call: Call, receive: Receive) -> bytes:
+        declared = call.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise self._too_large()
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):  # the usual case: one message
+            if len(body) > self.max_body:
+                raise self._too_large()
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise AgentError(400, "client disconnected while sending the body")
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
                 raise self._too_large()
@@ -138,44 +251,116 @@ class Proxy:
             413, f"request body larger than {self.max_body} bytes", "request_too_large"
         )
 
-    def _route(
-        self, request: Request, path: str, domain: str, body: bytes
-    ) -> tuple[Upstream, str, str | None]:
+    def _route(self, call: Call) -> tuple[Upstream, str]:
         router = self.router
         if not router.rules:
-            return router.default, path, None
+            return router.default, call.path
         parsed: list[Any] = []
 
         def body_json() -> Any:
             if not parsed:
-                parsed.append(parse_json(body) if body else None)
+                parsed.append(parse_json(call.body) if call.body else None)
             return parsed[0]
 
-        return router.route(
-            request.method, path, domain, request.headers, request.query_params, body_json
+        query = (
+            dict(parse_qsl(call.query, keep_blank_values=True)) if self._rules_read_query else {}
         )
-
-    @staticmethod
-    def _forward_headers(request: Request) -> list[tuple[str, str]]:
-        return [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in request.scope["headers"]
-            if k.decode("latin-1") not in DROP_REQUEST_HEADERS
-        ]
+        upstream, path, _ = router.route(
+            call.method, call.path, call.domain, call.headers, query, body_json
+        )
+        return upstream, path
 
     # -- response side ---------------------------------------------------------------------
 
     async def _pass_through(
-        self, request: Request, upstream: Upstream, path: str, body: bytes
-    ) -> Response:
+        self, call: Call, upstream: Upstream, path: str, receive: Receive, send: Send
+    ) -> None:
+        """The hot path: forward, then send the engine's answer as ASGI messages."""
         resp = await self._send(
-            upstream,
-            request.method,
-            path,
-            self._forward_headers(request),
-            body or None,
-            request.url.query,
+            upstream, call.method, path, call.forward, call.body or None, call.query
         )
+        headers = [
+            (name, value) for name, value in resp.raw_headers if name.lower() not in _DROP_RESPONSE
+        ]
+        headers.append((REQUEST_ID, call.request_id))
+        content_type = resp.headers.get("content-type", "")
+        if resp.content_length is not None and not content_type.startswith(STREAM_TYPES):
+            try:
+                data = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._upstream_failure(upstream, exc) from None
+            finally:
+                resp.release()
+            headers.append((b"content-length", str(len(data)).encode()))
+            call.status = resp.status
+            call.started = True
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+            return
+        call.status = resp.status
+        call.started = True
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await self._stream(call, resp, upstream, receive, send)
+
+    async def _stream(
+        self,
+        call: Call,
+        resp: aiohttp.ClientResponse,
+        upstream: Upstream,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Relay each chunk as one body message as soon as it arrives. uvicorn drops (does
+        not fail) sends to a client that left, so a watcher waits for `http.disconnect`
+        and cancels the relay: the engine connection is closed and the engine stops."""
+        counter = self.metrics.chunks(route_label(call.scope_path))
+        task = asyncio.current_task()
+        assert task is not None
+        relaying = True
+        left = False
+
+        def client_left(_: asyncio.Future) -> None:
+            nonlocal left
+            if relaying:
+                left = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(client_left)
+        try:
+            async for chunk in resp.content.iter_any():
+                counter.inc()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            relaying = False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            relaying = False
+            resp.close()
+            # The status line is gone: say what broke in the stream's own format (both
+            # clients raise on it), then end the connection without a clean last chunk.
+            error = self._upstream_failure(upstream, exc)
+            log.warning("engine stream broken", extra={"target": upstream.url, "error": str(exc)})
+            content_type = resp.headers.get("content-type", "")
+            body = stream_error(call.scope_path, content_type, error.message)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            raise StreamBroken(error.message) from None
+        except asyncio.CancelledError:
+            relaying = False
+            resp.close()
+            if not left:
+                raise  # the server is shutting down
+            task.uncancel()
+            return
+        finally:
+            relaying = False
+            watcher.cancel()
+        resp.release()
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _pass_through_response(
+        self, call: Call, upstream: Upstream, path: str, body: bytes
+    ) -> Response:
+        """The same forwarding as a Starlette response, for the guardrails seam."""
+        resp = await self._send(upstream, call.method, path, call.forward, body or None, call.query)
         headers = {k: v for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS}
         content_type = resp.headers.get("content-type", "")
         if resp.content_length is not None and not content_type.startswith(STREAM_TYPES):
@@ -187,7 +372,7 @@ class Proxy:
                 resp.release()
             return Response(data, status_code=resp.status, headers=headers)
         return StreamingResponse(
-            self._relay(resp, resp.content.iter_any(), request.scope["path"], upstream),
+            self._relay(resp, resp.content.iter_any(), call.scope_path, upstream),
             status_code=resp.status,
             headers=headers,
         )
@@ -199,8 +384,9 @@ class Proxy:
         path: str,
         upstream: Upstream,
     ) -> AsyncIterator[bytes]:
-        """Yield the engine's chunks as they come; on a client disconnect (the task is
-        cancelled) or any error, close the engine connection instead of returning it."""
+        """Yield the engine's chunks as they come (for StreamingResponse, which cancels the
+        iteration when the client leaves); on a disconnect or any error, close the engine
+        connection instead of returning it."""
         counter = self.metrics.chunks(route_label(path))
         finished = False
         try:
@@ -209,8 +395,6 @@ class Proxy:
                 yield chunk
             finished = True
         except (aiohttp.ClientError, TimeoutError) as exc:
-            # The status line is gone: say what broke in the stream's own format (both
-            # clients raise on it), then end the connection without a clean last chunk.
             error = self._upstream_failure(upstream, exc)
             log.warning("engine stream broken", extra={"target": upstream.url, "error": str(exc)})
             yield stream_error(path, resp.headers.get("content-type", ""), error.message)
@@ -246,11 +430,9 @@ class Proxy:
 
     # -- Ollama API on an OpenAI-compatible engine -----------------------------------------
 
-    async def _translate(
-        self, request: Request, upstream: Upstream, name: str, body: bytes
-    ) -> Response:
+    async def _translate(self, call: Call, upstream: Upstream, name: str, body: bytes) -> Response:
         started = time.perf_counter()
-        headers = {"content-type": JSON, "x-request-id": request.state.request_id}
+        headers = {"content-type": JSON, "x-request-id": call.request_id.decode("latin-1")}
         if name == "version":
             raise AgentError(
                 501, f"the engine at {upstream.url} is not Ollama: it has no version endpoint"
@@ -267,7 +449,7 @@ class Proxy:
             if shown is None:
                 raise AgentError(404, f"model '{model}' not found", "model_not_found")
             return _json(shown)
-        if request.method != "POST":
+        if call.method != "POST":
             raise AgentError(405, f"/api/{name} takes POST", "method_not_allowed")
         req = parse_json(body)
         if not isinstance(req, dict):
@@ -293,7 +475,7 @@ class Proxy:
             await self._raise_engine_error(resp)
         ndjson = translate.sse_to_ndjson(resp.content, model, kind, started)
         return StreamingResponse(
-            self._relay(resp, ndjson, request.scope["path"], upstream),
+            self._relay(resp, ndjson, call.scope_path, upstream),
             media_type="application/x-ndjson",
         )
 
