@@ -444,6 +444,8 @@ class Proxy:
             if name == "ps":
                 return _json(translate.ps_response(models))
             wanted = parse_json(body) if body else {}
+            if not isinstance(wanted, dict):
+                raise AgentError(400, "the JSON body must be an object", "invalid_json")
             model = str(wanted.get("model") or wanted.get("name") or "")
             shown = translate.show_response(models, model)
             if shown is None:
