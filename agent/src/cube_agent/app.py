@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for upstream in router.upstreams.values():
             await upstream.start()
+        # Everything alive now (modules, the app, settings) lives as long as the process:
+        # move it out of the collector's sight. Without this each full collection walks
+        # those objects again: up to 50 ms a pause under load, measured (issue 9 p99).
+        gc.collect()
+        gc.freeze()
         log.info(
             "cube agent started",
             extra={"targets": list(router.upstreams), "rules": len(router.rules)},
