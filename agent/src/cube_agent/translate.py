@@ -166,7 +166,12 @@ async def sse_to_ndjson(
         try:
             event = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            continue
+            event = None
+        if not isinstance(event, dict):
+            # A broken event may have carried text: say so rather than end the answer
+            # short with done: true.
+            yield orjson.dumps({"error": "the engine sent a malformed stream event"}) + b"\n"
+            return
         if "error" in event:
             err = event["error"]
             message = err.get("message") if isinstance(err, dict) else str(err)
