@@ -17,6 +17,7 @@ from collections import Counter
 import httpx
 import pytest
 import schemathesis
+from cube_agent.keys import RESERVED_DOMAINS
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -77,6 +78,11 @@ def check_response(kind: str, keys, case, caller: str, resp) -> None:
     bare = template.removeprefix("/{domain}")
     allowed_501 = NOT_IMPLEMENTED["any"] | NOT_IMPLEMENTED.get(kind, set())
     assert resp.status_code < 500 or (resp.status_code == 501 and bare in allowed_501), where
+    domain = (case.path_parameters or {}).get("domain")
+    if domain in RESERVED_DOMAINS:
+        # "/v1/v1/models" is no domain route but an unknown /v1 path, which the agent
+        # forwards: the 404 is the engine's own (Ollama answers it in plain text).
+        return
     if resp.status_code >= 400:
         assert content_type(resp).startswith("application/json"), where
         body = resp.json()
@@ -91,7 +97,6 @@ def check_response(kind: str, keys, case, caller: str, resp) -> None:
     elif caller == "default key":
         if bare in ADMIN_ONLY:
             assert resp.status_code == 403, where
-        domain = (case.path_parameters or {}).get("domain")
         if domain is not None and domain != "default":
             assert resp.status_code in (403, 404), where
 
