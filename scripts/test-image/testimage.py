@@ -279,7 +279,7 @@ def install_kernel_modules(root: Path, version: str) -> None:
         install(source / module, root / f"lib/modules/{version}" / module)
     for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
         install(source / meta, root / f"lib/modules/{version}" / meta)
-    sh("depmod", "--basedir", root, version)
+    sh("chroot", root, "depmod", version)
 
 
 def install_sysv_init(root: Path) -> None:
@@ -346,7 +346,8 @@ def build_rootfs(init: str, config: Path, rendered: Path, root: Path, workdir: P
     install_agent(root, workdir)
     install_kernel_modules(root, host_kernel()[2])
     if init == "systemd":
-        sh("systemctl", f"--root={root}", "enable", "systemd-networkd.service", *units)
+        # The guest's own systemctl: the host needs no systemd.
+        sh("chroot", root, "systemctl", "enable", "systemd-networkd.service", *units)
     else:
         install_sysv_init(root)
     post_build(root, config, init)
