@@ -93,7 +93,8 @@ def test_no_secret_in_the_repository():
         .stdout.decode()
         .split("\0")
     )
-    files = [f for f in files if f]
+    this_file = Path(__file__).resolve().relative_to(ROOT).as_posix()  # holds samples
+    files = [f for f in files if f and f != this_file]
     assert len(files) > 50
     found = []
     for name in files:
