@@ -30,6 +30,7 @@ def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         ("LOG_LEVEL", "loud"),
         ("READ_TIMEOUT", "-1"),
         ("MAX_BODY_BYTES", "lots"),
+        ("WORKERS", "0"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_variable(name, value):

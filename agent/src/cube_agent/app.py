@@ -10,16 +10,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
 from .auth import Auth
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, load_settings
 from .errors import AgentError, error_response, handle_agent_error
 from .keys import KeyFile, KeyFileError
+from .logs import setup_logging
 from .metrics import Metrics
 from .middleware import RequestContext
 from .proxy import PROXY_PATH, Proxy
@@ -28,16 +28,29 @@ from .routing import Router
 log = logging.getLogger("cube_agent")
 
 
+def load_files(settings: Settings) -> tuple[Router, KeyFile | None]:
+    """The routes file and the key file; a bad one raises ConfigError (one line)."""
+    router = Router.from_settings(settings)
+    if not settings.auth:
+        return router, None
+    try:
+        return router, KeyFile.load(settings.key_file)
+    except KeyFileError as exc:
+        raise ConfigError(f"UV_CUBE_AGENT_KEY_FILE={settings.key_file}: {exc}") from None
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (`UV_CUBE_AGENT_WORKERS` > 1): each builds its
+    own from the environment the CLI checked and passed on."""
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the app; a bad routes file or key file raises ConfigError (one line)."""
-    router = Router.from_settings(settings)
-    if settings.auth:
-        try:
-            keys: KeyFile | None = KeyFile.load(settings.key_file)
-        except KeyFileError as exc:
-            raise ConfigError(f"UV_CUBE_AGENT_KEY_FILE={settings.key_file}: {exc}") from None
-    else:
-        keys = None
+    router, keys = load_files(settings)
+    if keys is None:
         log.warning("authentication is OFF (UV_CUBE_AGENT_AUTH=off): every request is allowed")
     auth = Auth(keys)
     metrics = Metrics()
@@ -66,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             for upstream in router.upstreams.values():
                 await upstream.close()
+            metrics.close()
 
     app = AgentApp(
         title="Cube agent",
@@ -120,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", tags=["operations"], dependencies=[Depends(admin_key)])
     async def prometheus() -> Response:
         """Prometheus metrics. Needs an admin key (Prometheus: `authorization` in the scrape)."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=metrics.content_type)
 
     @app.get("/admin/routes", tags=["operations"], dependencies=[Depends(admin_key)])
     async def routes() -> dict[str, Any]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from .config import ENV_PREFIX, ConfigError, load_settings
@@ -36,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     for p in (parser, serve):
         p.add_argument("--host", help=f"listen address (default: {ENV_PREFIX}HOST)")
         p.add_argument("--port", type=int, help=f"listen port (default: {ENV_PREFIX}PORT)")
+        p.add_argument(
+            "--workers", type=int, help=f"worker processes (default: {ENV_PREFIX}WORKERS, 1)"
+        )
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
@@ -80,24 +86,67 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
     from .logs import setup_logging
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
+        if v is not None
+    }
     settings = load_settings(**overrides)
     setup_logging(settings.log_level)
-    app = create_app(settings)
     # loop/http "auto" take uvloop and httptools when installed (extra "fast"), else asyncio/h11.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers == 1:
+        from .app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return 0
+
+    # Several workers: each process builds its app from the environment (app_from_env),
+    # so the command-line values go there, and metrics go through per-process files.
+    from .app import load_files
+
+    for name, value in overrides.items():
+        os.environ[ENV_PREFIX + name.upper()] = str(value)
+    from .metrics import MULTIPROC_DIR
+
+    metrics_dir = _metrics_dir()
+    load_files(settings)  # a bad routes or key file stops start-up here, with one line
+    logging.getLogger("cube_agent").info(
+        "worker processes",
+        extra={"workers": settings.workers, "metrics_dir": os.environ[MULTIPROC_DIR]},
     )
+    try:
+        uvicorn.run(
+            "cube_agent.app:app_from_env", factory=True, workers=settings.workers, **options
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR as given, emptied (values from an earlier run would be
+    counted again), or a new temporary one that is removed at exit (returned)."""
+    from .metrics import MULTIPROC_DIR
+
+    given = os.environ.get(MULTIPROC_DIR)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return None
+    created = tempfile.mkdtemp(prefix="cube-agent-metrics-")
+    os.environ[MULTIPROC_DIR] = created
+    return created
 
 
 def _keys_init(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     engine: Literal["auto", "ollama", "openai"] = "auto"
     host: str = "127.0.0.1"
     port: int = Field(7001, ge=1, le=65535)
+    # uvicorn worker processes; metrics are summed over them (Prometheus multiprocess mode)
+    workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     key_file: Path = Path("/etc/cube/agent/keys.json")
     auth: bool = True

@@ -1,8 +1,25 @@
-"""Prometheus metrics, one registry per app, label children looked up once and cached."""
+"""Prometheus metrics, one registry per app, label children looked up once and cached.
+
+With several worker processes (`UV_CUBE_AGENT_WORKERS` > 1) the CLI sets
+PROMETHEUS_MULTIPROC_DIR before any worker starts: prometheus_client then keeps every value
+in per-process files there, and `/metrics` sums them, so any worker answers for all.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # The label is the endpoint without the /{domain} prefix; anything else is "other" so that
 # scanners cannot blow up the number of series.
@@ -50,7 +67,10 @@ def route_label(path: str) -> str:
 
 
 class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
     def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_DIR))
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "cube_agent_requests",
@@ -85,7 +105,10 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "cube_agent_requests_in_flight", "Requests being answered", registry=self.registry
+            "cube_agent_requests_in_flight",
+            "Requests being answered",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # summed over the live workers
         )
         self.upstream_errors = Counter(
             "cube_agent_upstream_errors",
@@ -102,6 +125,19 @@ class Metrics:
         self._requests: dict[tuple[str, int], Counter] = {}
         self._latency: dict[str, Histogram] = {}
         self._chunks: dict[str, Counter] = {}
+
+    def exposition(self) -> bytes:
+        """The text `/metrics` answers: this process's registry, or every worker's files."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """A worker that stops takes its live gauges (in flight) out of the sums."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         child = self._requests.get((route, status))
