@@ -9,19 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
-from support.engines import start_openai_double
 
 REQUESTS = 120
-
-
-@pytest.fixture(scope="module")
-def openai_double():
-    engine = start_openai_double()
-    try:
-        yield engine
-    finally:
-        engine.stop()
 
 
 def counted(text: str, route: str) -> float:
