@@ -4,8 +4,8 @@ middleware (no BaseHTTPMiddleware: no task or copy per chunk) for FastAPI's endp
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,8 +20,12 @@ def request_id_of(scope: Scope) -> bytes:
     """The client's X-Request-ID (at most 128 bytes), or a new random one."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID:
-            return value[:128] or uuid.uuid4().hex.encode()
-    return uuid.uuid4().hex.encode()
+            return value[:128] or new_request_id()
+    return new_request_id()
+
+
+def new_request_id() -> bytes:
+    return os.urandom(16).hex().encode()  # as random as uuid4().hex, a third of the time
 
 
 def log_request(scope: Scope, request_id: bytes, route: str, status: int, seconds: float) -> None:

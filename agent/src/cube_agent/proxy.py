@@ -329,6 +329,7 @@ class Proxy:
                 left = True
                 task.cancel()
 
+        ended = False
         try:
             while True:
                 chunk = content.read_nowait()
@@ -342,6 +343,11 @@ class Proxy:
                     if not chunk:
                         break
                 counter.inc()
+                if content.at_eof():  # the engine is done: its last chunk ends the body too
+                    relaying = False
+                    ended = True
+                    await send({"type": "http.response.body", "body": chunk})
+                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             relaying = False
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -367,7 +373,8 @@ class Proxy:
             if watcher is not None:
                 watcher.cancel()
         resp.release()
-        await send({"type": "http.response.body", "body": b""})
+        if not ended:
+            await send({"type": "http.response.body", "body": b""})
 
     async def _pass_through_response(
         self, call: Call, upstream: Upstream, path: str, body: bytes
