@@ -899,6 +899,9 @@ def serve(args):
         time.sleep(args.ready_after)  # "still starting": connections are refused meanwhile
     ThreadingHTTPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
     ThreadingHTTPServer.allow_reuse_address = True
+    # socketserver listens with a backlog of 5: bursts of clients would be dropped and
+    # retried by the kernel seconds later, which no real engine does.
+    ThreadingHTTPServer.request_queue_size = 128
     try:
         server = ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
