@@ -89,7 +89,7 @@ class Call:
     query: str
     request_id: bytes
     status: int = 500
-    started: bool = False  # the status line is sent: an error can no longer be
+    started: bool = False  # the status line is out: too late to answer an error
     body: bytes = b""
 
 
