@@ -42,10 +42,17 @@ def test_bad_value_is_one_line_naming_the_variable(name, value):
     assert "Traceback" not in done.stderr
 
 
-def test_missing_key_file_with_auth_on(tmp_path):
-    done = start({"UV_CUBE_AGENT_KEY_FILE": str(tmp_path / "none.json")}, "serve")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_missing_key_file_with_auth_on(tmp_path, workers):
+    done = start(
+        {"UV_CUBE_AGENT_KEY_FILE": str(tmp_path / "none.json"), "TMPDIR": str(tmp_path)},
+        "serve",
+        "--workers",
+        workers,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"cube-agent: UV_CUBE_AGENT_KEY_FILE={tmp_path / 'none.json'}: {tmp_path / 'none.json'}:"
         " no such key file (create it: cube-agent keys init)"
     ]
+    assert sorted(tmp_path.iterdir()) == []  # no metrics directory left behind

@@ -113,13 +113,12 @@ def _serve(args: argparse.Namespace) -> int:
     # Several workers: each process builds its app from the environment (app_from_env),
     # so the command-line values go there, and metrics go through per-process files.
     from .app import load_files
+    from .metrics import MULTIPROC_DIR
 
     for name, value in overrides.items():
         os.environ[ENV_PREFIX + name.upper()] = str(value)
-    from .metrics import MULTIPROC_DIR
-
-    metrics_dir = _metrics_dir()
     load_files(settings)  # a bad routes or key file stops start-up here, with one line
+    metrics_dir = _metrics_dir()
     logging.getLogger("cube_agent").info(
         "worker processes",
         extra={"workers": settings.workers, "metrics_dir": os.environ[MULTIPROC_DIR]},
