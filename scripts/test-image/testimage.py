@@ -385,6 +385,10 @@ def build(init: str) -> Path:
         sh("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, rootfs, IMAGE_SIZE)
         partial.rename(image)
         log(f"built {image}")
+        # One image per init system is enough: drop the ones older inputs made.
+        for stale in CACHE.glob(f"{init}-*"):
+            if stale != image:
+                shutil.rmtree(stale, ignore_errors=True)
         return image
 
 
