@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -207,9 +208,7 @@ def proxy_operations() -> dict[str, Any]:
             op: dict[str, Any] = {
                 "tags": ["openai" if path.startswith("/v1/") else "ollama"],
                 "summary": summary + (" in a domain" if prefix else ""),
-                "operationId": f"{method}{prefix}{path}".replace("/", "_")
-                .replace("{", "")
-                .replace("}", ""),
+                "operationId": re.sub(r"\W+", "_", f"{method}{prefix}{path}"),
                 "security": [{"apiKey": []}],
                 "parameters": [domain] if prefix else [],
                 "responses": {
