@@ -82,13 +82,23 @@ def log(message: str) -> None:
 
 
 def sh(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run a build step quietly; its output is shown only when it fails."""
     command = [str(a) for a in args]
     try:
-        return subprocess.run(command, check=True, stdin=subprocess.DEVNULL, **kwargs)
+        return subprocess.run(
+            command,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            **kwargs,
+        )
     except FileNotFoundError as error:
         raise BuildError(f"{command[0]}: not installed (scripts/install-host-deps.sh)") from error
     except subprocess.CalledProcessError as error:
-        raise BuildError(f"{' '.join(command)}: exit status {error.returncode}") from error
+        tail = "\n".join(error.stdout.splitlines()[-20:])
+        raise BuildError(f"{' '.join(command)}: exit status {error.returncode}\n{tail}") from error
 
 
 # --- inputs ------------------------------------------------------------------------------
@@ -121,7 +131,7 @@ def derive_config(init: str, workdir: Path) -> Path:
     # A persistent O= keeps Buildroot's kconfig tool built: ~2 s instead of ~20 s.
     out = CACHE / f"config-{init}"
     make = ["make", "-s", "-C", BUILDROOT_DIR, f"BR2_EXTERNAL={EXTERNAL}", f"O={out}"]
-    sh(*make, "defconfig", f"BR2_DEFCONFIG={defconfig}", stdout=subprocess.DEVNULL)
+    sh(*make, "defconfig", f"BR2_DEFCONFIG={defconfig}")
     symbols = {override.split("=")[0] for override in CONFIG_OVERRIDES}
     lines = [
         line
@@ -129,7 +139,7 @@ def derive_config(init: str, workdir: Path) -> Path:
         if not symbols.intersection(re.findall(r"BR2_\w+", line))
     ]
     (out / ".config").write_text("\n".join(lines + CONFIG_OVERRIDES) + "\n", encoding="utf-8")
-    sh(*make, "olddefconfig", stdout=subprocess.DEVNULL)
+    sh(*make, "olddefconfig")
     values = (out / ".config").read_text(encoding="utf-8")
     for override in CONFIG_OVERRIDES:
         if override not in values.splitlines():
