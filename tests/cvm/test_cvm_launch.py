@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LAUNCH, script_env
+from cvm_support import LAUNCH, script_env
 from support import free_port, missing
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fake_ovmf
 import pytest
-from conftest import MEASURE, REPO, script_env
+from cvm_support import MEASURE, REPO, script_env
 
 TOOL = Path(sys.executable).with_name("sev-snp-measure")
 

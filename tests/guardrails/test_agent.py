@@ -9,8 +9,8 @@ import httpx
 import ollama
 import openai
 import pytest
-from conftest import SELF_CHECK_MARK, Judge, start_agent
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
+from guardrails_support import SELF_CHECK_MARK, Judge, start_agent
 
 REFUSAL = "I'm sorry, I can't help with that request."
 CARD = "4111 1111 1111 1111"

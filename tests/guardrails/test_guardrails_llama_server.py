@@ -7,8 +7,8 @@ refusal (never a 500)."""
 
 import openai
 import pytest
-from conftest import start_agent
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
+from guardrails_support import start_agent
 
 REFUSAL = "I'm sorry, I can't help with that request."
 

@@ -6,8 +6,8 @@ import sys
 
 import httpx
 import pytest
-from conftest import Judge, start_agent
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
+from guardrails_support import Judge, start_agent
 
 # Odd spacing, key order and escapes: any re-serialisation on the way would change them.
 RAW = (

@@ -1,0 +1,82 @@
+"""Fixtures for the guardrails suite: the judge engine (a real process on a free port) and
+the agent with guardrails on or off in front of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import Process, free_port, missing
+
+HERE = Path(__file__).parent
+# Ends every self-check prompt of the default configuration (prompts.yml).
+SELF_CHECK_MARK = "Answer Yes or No:"
+
+
+@pytest.fixture(autouse=True)
+def _needs_nemoguardrails() -> None:
+    try:
+        import nemoguardrails  # noqa: F401
+    except ImportError as exc:
+        missing(f"nemoguardrails does not import ({exc}): pip install './agent[guardrails]'")
+
+
+class Judge:
+    """The running judge engine and what it received."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def received(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/_received", timeout=5) as resp:
+            return json.load(resp)
+
+    def clear(self) -> None:
+        req = urllib.request.Request(f"{self.url}/_received", method="DELETE")
+        urllib.request.urlopen(req, timeout=5).close()
+
+    def self_checks(self) -> list[str]:
+        """The prompts of the rails' own calls (the self-check questions)."""
+        return [
+            r["body"]["messages"][-1]["content"]
+            for r in self.received()
+            if SELF_CHECK_MARK in r["body"]["messages"][-1]["content"]
+        ]
+
+    def chats(self) -> list[dict]:
+        """What reached the engine as the client's own request."""
+        return [r for r in self.received() if SELF_CHECK_MARK not in r["raw"]]
+
+
+@pytest.fixture(scope="session")
+def judge() -> Iterator[Judge]:
+    port = free_port()
+    with Process([sys.executable, HERE / "judge_engine.py", str(port)]) as proc:
+        proc.wait_for_url(f"http://127.0.0.1:{port}/api/version")
+        yield Judge(f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+def fresh_judge(judge: Judge) -> Judge:
+    judge.clear()
+    return judge
+
+
+def start_agent(target: str, guardrails: str | Path | None, engine: str = "ollama") -> Process:
+    """The real agent (`python -m cube_agent`) on a free port, auth off; `.url` set."""
+    port = free_port()
+    env = {
+        "UV_CUBE_AGENT_TARGET_URL": target,
+        "UV_CUBE_AGENT_ENGINE": engine,
+        "UV_CUBE_AGENT_PORT": str(port),
+        "UV_CUBE_AGENT_AUTH": "off",
+        "UV_CUBE_AGENT_GUARDRAILS_CONFIG": str(guardrails or ""),
+    }
+    agent = Process([sys.executable, "-m", "cube_agent"], env=env)
+    agent.url = f"http://127.0.0.1:{port}"
+    agent.wait_for_url(agent.url + "/health")
+    return agent
