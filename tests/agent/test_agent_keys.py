@@ -70,6 +70,23 @@ def test_init_creates_an_admin_key_once(tmp_path, agent_env):
     assert admin_file.read_text().strip() == admin
 
 
+def test_init_under_the_units_umask_leaves_the_key_directory_reachable(tmp_path, agent_env):
+    """cube-agent.service runs `keys init` as root with UMask=0027; the agent then runs as
+    its own user and must still reach its key file through the directories init made."""
+    f = tmp_path / "etc" / "cube" / "agent" / "keys.json"
+    init = [sys.executable, "-m", "cube_agent", "keys", "init", "--file", str(f)]
+    subprocess.run(
+        ["sh", "-c", 'umask 0027 && exec "$@"', "sh", *init],
+        env=agent_env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    for directory in (tmp_path / "etc" / "cube", f.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
+    assert stat.S_IMODE(f.stat().st_mode) == 0o640
+
+
 def test_keys_made_by_the_cli_open_the_agent(ollama_double, tmp_path, agent_env):
     from support import Process, free_port
 

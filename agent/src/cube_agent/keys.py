@@ -137,7 +137,7 @@ class KeyFile:
 
     def save(self, mode: int = 0o640) -> None:
         """Write atomically (readers never see half a file), keeping mode and group."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         try:
             st = self.path.stat()
             mode, gid = st.st_mode & 0o777, st.st_gid
@@ -155,6 +155,21 @@ class KeyFile:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def make_dirs(path: Path) -> None:
+    """Create path and its missing parents 0755 whatever the umask.
+
+    `keys init` runs as root under the unit's UMask=0027; directories it created 0750
+    root:root would lock the agent's own user out of its key file. The files inside
+    carry their own modes (keys 0640, admin key 0600)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, 0o755)  # noqa: S103 -- a directory; the files keep their modes
 
 
 def new_key() -> str:
