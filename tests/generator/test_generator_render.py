@@ -43,9 +43,10 @@ BR2_PACKAGE_CUBE_AGENT_TARGET_URL="https://engine.example:8443/base"
 }
 # What the agent is pointed at, and which unit it starts after.
 TARGETS = {
-    "ollama": ("http://127.0.0.1:11434", "ollama", "ollama.service"),
-    "vllm": ("http://127.0.0.1:8100", "openai", "vllm.service"),
-    "llama-cpp": ("http://127.0.0.1:8181", "openai", "llama-server.service"),
+    # The engine kind is always detected, so the URL alone switches engines.
+    "ollama": ("http://127.0.0.1:11434", "auto", "ollama.service"),
+    "vllm": ("http://127.0.0.1:8100", "auto", "vllm.service"),
+    "llama-cpp": ("http://127.0.0.1:8181", "auto", "llama-server.service"),
     "custom": ("https://engine.example:8443/base", "auto", None),
 }
 FILES = {

@@ -126,10 +126,10 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
     question = [{"role": "user", "content": "which engine"}]
     try:
         console.wait_for(f"curl -sf {VLLM_URL}/v1/models", timeout=60)
-        # The generator pins the engine's API flavour next to the URL: switch both.
+        # One variable, as the seed promises: the agent detects the engine's kind.
         console.check(
-            f"sed -i -e 's|^UV_CUBE_AGENT_TARGET_URL=.*|UV_CUBE_AGENT_TARGET_URL=\"{VLLM_URL}\"|'"
-            f" -e 's|^UV_CUBE_AGENT_ENGINE=.*|UV_CUBE_AGENT_ENGINE=\"openai\"|' {env}"
+            f"sed -i 's|^UV_CUBE_AGENT_TARGET_URL=.*|UV_CUBE_AGENT_TARGET_URL=\"{VLLM_URL}\"|'"
+            f" {env}"
         )
         console.check("systemctl restart cube-agent")
         guest.wait_for_agent()
