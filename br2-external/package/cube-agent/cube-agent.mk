@@ -29,6 +29,7 @@ define CUBE_AGENT_INSTALL_GUARDRAILS
 	mkdir -p $(TARGET_DIR)/etc/cube/guardrails
 	cp -dR $(@D)/src/cube_agent/guardrails_default/. \
 		$(TARGET_DIR)/etc/cube/guardrails/
+	rm -rf $(TARGET_DIR)/etc/cube/guardrails/__pycache__
 endef
 endif
 
