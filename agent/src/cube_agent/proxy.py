@@ -285,12 +285,7 @@ class Proxy:
         headers.append((REQUEST_ID, call.request_id))
         content_type = resp.headers.get("content-type", "")
         if resp.content_length is not None and not content_type.startswith(STREAM_TYPES):
-            try:
-                data = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._upstream_failure(upstream, exc) from None
-            finally:
-                resp.release()
+            data = await self._read_whole(resp, upstream)
             headers.append((b"content-length", str(len(data)).encode()))
             call.status = resp.status
             call.started = True
@@ -376,6 +371,15 @@ class Proxy:
         if not ended:
             await send({"type": "http.response.body", "body": b""})
 
+    async def _read_whole(self, resp: aiohttp.ClientResponse, upstream: Upstream) -> bytes:
+        """An answer with a length, read in full; the connection goes back to the pool."""
+        try:
+            return await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._upstream_failure(upstream, exc) from None
+        finally:
+            resp.release()
+
     async def _pass_through_response(
         self, call: Call, upstream: Upstream, path: str, body: bytes
     ) -> Response:
@@ -384,12 +388,7 @@ class Proxy:
         headers = {k: v for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS}
         content_type = resp.headers.get("content-type", "")
         if resp.content_length is not None and not content_type.startswith(STREAM_TYPES):
-            try:
-                data = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._upstream_failure(upstream, exc) from None
-            finally:
-                resp.release()
+            data = await self._read_whole(resp, upstream)
             return Response(data, status_code=resp.status, headers=headers)
         return StreamingResponse(
             self._relay(resp, resp.content.iter_any(), call.scope_path, upstream),
