@@ -14,7 +14,7 @@ S9x scripts run as on a Buildroot image.
 
 An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.ext4, plus
 initrd.img), cached under ~/.cache/cube-hal/test-images/<init>-<hash of inputs>. Building
-needs root. Booting goes through scripts/launch-vm, the launcher `make run` uses.
+needs root. Booting goes through br2-external/board/cube/launch-vm, the launcher `make run` uses.
 """
 
 from __future__ import annotations
@@ -406,7 +406,7 @@ def build(init: str) -> Path:
 
 
 def launch_env(image: Path, agent_port: int, memory: str = "2G") -> dict[str, str]:
-    """Environment for scripts/launch-vm: this image, a throw-away disk, the agent forward."""
+    """Environment for the board's launch-vm: this image, a throw-away disk, the agent forward."""
     env = dict(
         os.environ,
         IMAGE_DIR=str(image),
@@ -425,7 +425,7 @@ def launch_env(image: Path, agent_port: int, memory: str = "2G") -> dict[str, st
 
 
 def launch_command() -> list[str]:
-    return [str(REPO / "scripts/launch-vm"), "plain"]
+    return [str(REPO / "br2-external/board/cube/launch-vm"), "plain"]
 
 
 def try_image(init: str, agent_port: int) -> None:
