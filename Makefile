@@ -41,7 +41,8 @@ all: buildroot
 $(BR_TARGETS): buildroot
 	$(BR_MAKE) $@
 
-buildroot: $(BUILDROOT_DIR)/Makefile
+# host-deps (mk/test.mk): Buildroot's own host requirements come with the rest.
+buildroot: host-deps $(BUILDROOT_DIR)/Makefile
 
 # Unpack the pinned Buildroot once; the tarball is checked against its hash
 # whether it was downloaded or handed to us.
