@@ -9,8 +9,8 @@ No Buildroot build can run offline, so the image under test is a Debian root fil
 way the Buildroot packages install them: the generator renders them from a .config derived
 from the real defconfig, the packages' _USERS lines create the users, the agent is installed
 from a wheel. The engines are the protocol doubles in tests/doubles/ (there is no Ollama or
-vLLM binary here) and llama.cpp's real server with a tiny model. "sysv" boots busybox init with Buildroot's own inittab and rcS, so the
-S9x scripts run as on a Buildroot image.
+vLLM binary here) and llama.cpp's real server with a tiny model. "sysv" boots busybox init
+with Buildroot's own inittab and rcS, so the S9x scripts run as on a Buildroot image.
 
 An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.ext4, plus
 initrd.img), cached under ~/.cache/cube-hal/test-images/<init>-<hash of inputs>. Building
