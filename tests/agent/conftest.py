@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from cube_agent.keys import KeyFile
-from support import Process, free_port
+from support import Process
+from support.agent import start_agent_process
 from support.engines import start_ollama_double, start_openai_double
 
 
@@ -58,25 +59,12 @@ def keys(tmp_path: Path) -> Keys:
     return make_keys(tmp_path)
 
 
-def agent_command() -> list[str]:
-    return [sys.executable, "-m", "cube_agent", "serve"]
-
-
 def start_agent(target_url: str, keys: Keys, **env: str) -> Agent:
     """`cube-agent serve` on a free port; extra settings as lower-case names (auth="off")."""
-    port = free_port()
-    settings = {
-        "UV_CUBE_AGENT_TARGET_URL": target_url,
-        "UV_CUBE_AGENT_HOST": "127.0.0.1",
-        "UV_CUBE_AGENT_PORT": str(port),
-        "UV_CUBE_AGENT_KEY_FILE": str(keys.file),
-        "UV_CUBE_AGENT_LOG_LEVEL": "info",
-        **{f"UV_CUBE_AGENT_{k.upper()}": str(v) for k, v in env.items()},
-    }
-    process = Process(agent_command(), env=settings)
-    url = f"http://127.0.0.1:{port}"
+    url, process, settings = start_agent_process(
+        target_url, timeout=20, key_file=str(keys.file), log_level="info", **env
+    )
     auth_on = settings.get("UV_CUBE_AGENT_AUTH") != "off"
-    process.wait_for_url(url + "/health", timeout=20)
     return Agent(url, process, keys if auth_on else None, settings)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from support import Process, free_port, missing
+from support.agent import start_agent_process
 
 HERE = Path(__file__).parent
 # Ends every self-check prompt of the default configuration (prompts.yml).
@@ -67,16 +68,9 @@ def fresh_judge(judge: Judge) -> Judge:
 
 
 def start_agent(target: str, guardrails: str | Path | None, engine: str = "ollama") -> Process:
-    """The real agent (`python -m cube_agent`) on a free port, auth off; `.url` set."""
-    port = free_port()
-    env = {
-        "UV_CUBE_AGENT_TARGET_URL": target,
-        "UV_CUBE_AGENT_ENGINE": engine,
-        "UV_CUBE_AGENT_PORT": str(port),
-        "UV_CUBE_AGENT_AUTH": "off",
-        "UV_CUBE_AGENT_GUARDRAILS_CONFIG": str(guardrails or ""),
-    }
-    agent = Process([sys.executable, "-m", "cube_agent"], env=env)
-    agent.url = f"http://127.0.0.1:{port}"
-    agent.wait_for_url(agent.url + "/health")
+    """The real agent on a free port, auth off; `.url` set."""
+    url, agent, _ = start_agent_process(
+        target, engine=engine, auth="off", guardrails_config=str(guardrails or "")
+    )
+    agent.url = url
     return agent

@@ -14,6 +14,7 @@ import httpx
 import psutil
 from cube_agent.keys import KeyFile
 from support import Process, free_port
+from support.agent import start_agent_process
 from support.engines import OLLAMA_DOUBLE, OPENAI_DOUBLE
 
 OLLAMA_MODEL = "llama3.2:3b"
@@ -94,18 +95,8 @@ class Agent:
 
 def start_agent(target_url: str, keys: Keys, **settings: str) -> Agent:
     """`cube-agent serve` on a free port; settings as lower-case names (read_timeout="1")."""
-    port = free_port()
-    env = {
-        "UV_CUBE_AGENT_TARGET_URL": target_url,
-        "UV_CUBE_AGENT_HOST": "127.0.0.1",
-        "UV_CUBE_AGENT_PORT": str(port),
-        "UV_CUBE_AGENT_KEY_FILE": str(keys.file),
-        "UV_CUBE_AGENT_LOG_LEVEL": "warning",
-        **{f"UV_CUBE_AGENT_{k.upper()}": str(v) for k, v in settings.items()},
-    }
-    process = Process([sys.executable, "-m", "cube_agent", "serve"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    process.wait_for_url(url + "/health", timeout=30)
+    settings = {"key_file": str(keys.file), "log_level": "warning", **settings}
+    url, process, _ = start_agent_process(target_url, **settings)
     return Agent(url, process, keys)
 
 
