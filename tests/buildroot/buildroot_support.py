@@ -1,59 +1,22 @@
 """Paths and helpers of the Buildroot suite (a module of its own: every suite has a
 conftest.py, so `from conftest import` would be ambiguous)."""
 
-from __future__ import annotations
+from support.buildroot import (
+    DEFAULT_BUILDROOT,
+    DEFCONFIGS,
+    EXTERNAL,
+    REPO,
+    Output,
+    buildroot_dir,
+    parse_config,
+)
 
-import json
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-EXTERNAL = REPO / "br2-external"
-DEFCONFIGS = ("cube_cvm_defconfig", "cube_cvm_sysv_defconfig")
-DEFAULT_BUILDROOT = Path("/root/.cache/cube-hal/buildroot-2026.02.3")
-
-
-def parse_config(text: str) -> dict[str, str]:
-    """A .config or defconfig as symbol -> value ("n" for '# BR2_X is not set')."""
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("# BR2_") and line.endswith(" is not set"):
-            values[line[2:].split()[0]] = "n"
-        elif line.startswith("BR2_") and "=" in line:
-            name, value = line.split("=", 1)
-            values[name] = value
-    return values
-
-
-@dataclass
-class Output:
-    """A Buildroot output directory configured from one defconfig."""
-
-    buildroot: Path
-    dir: Path
-
-    def make(self, *targets: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                "make",
-                "-s",
-                "-C",
-                str(self.buildroot),
-                f"BR2_EXTERNAL={EXTERNAL}",
-                f"O={self.dir}",
-                *targets,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def config(self) -> dict[str, str]:
-        return parse_config((self.dir / ".config").read_text())
-
-    def show_info(self) -> dict:
-        proc = self.make("show-info")
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
+__all__ = [
+    "DEFAULT_BUILDROOT",
+    "DEFCONFIGS",
+    "EXTERNAL",
+    "REPO",
+    "Output",
+    "buildroot_dir",
+    "parse_config",
+]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import kconfiglib
 import pytest
-from buildroot_support import DEFAULT_BUILDROOT, DEFCONFIGS, EXTERNAL, Output
+from buildroot_support import DEFCONFIGS, EXTERNAL, Output, buildroot_dir
 from support import missing
 
 
 @pytest.fixture(scope="session")
 def buildroot() -> Path:
-    path = Path(os.environ.get("BUILDROOT_DIR", DEFAULT_BUILDROOT))
+    path = buildroot_dir()
     if not (path / "Makefile").is_file():
         missing(f"no Buildroot tree at {path} (set BUILDROOT_DIR)")
     return path

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from render_support import CUBE_CONFIG, ROOT, read_env_with_sh
+from support.buildroot import buildroot_dir
 
 pytestmark = pytest.mark.buildroot
 
 EXTERNAL = ROOT / "br2-external"
-DEFAULT_BUILDROOT = "/root/.cache/cube-hal/buildroot-2026.02.3"
 
 CASES = {
     # name: (defconfig, lines added before olddefconfig, init symbol, agent target URL)
@@ -43,7 +43,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def buildroot() -> Path:
-    path = Path(os.environ.get("BUILDROOT_DIR", DEFAULT_BUILDROOT))
+    path = buildroot_dir()
     if not (path / "Makefile").is_file():
         message = f"no Buildroot at {path} (set BUILDROOT_DIR; make buildroot unpacks it)"
         if os.environ.get("CI"):
