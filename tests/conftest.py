@@ -6,12 +6,15 @@
 - `tiny_model`: a ~0.5 MB random-weight llama GGUF file (session-wide).
 - `llama_server`: llama.cpp's real server with the tiny model, as model "tiny" (session-wide;
   skipped when `llama-cpp-server` is not installed, a failure when CI is set).
+- `image_python`: the image's Python with Buildroot's versions of every Python package of
+  cube_cvm_defconfig with guardrails on, and the agent (support/image_python.py).
 For doubles with fault-injection flags, call `support.engines.start_ollama_double()` /
 `start_openai_double()` and stop them in a `finally`.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from support import missing
+from support.buildroot import EXTERNAL, Output, buildroot_dir
 from support.engines import (
     TINY_MODEL_SCRIPT,
     Engine,
@@ -27,6 +31,7 @@ from support.engines import (
     start_ollama_double,
     start_openai_double,
 )
+from support.image_python import ImagePython, build_image_python
 
 
 @pytest.fixture
@@ -70,3 +75,23 @@ def llama_server(tiny_model: Path) -> Iterator[Engine]:
         yield engine
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def image_python(tmp_path_factory: pytest.TempPathFactory) -> ImagePython:
+    buildroot = buildroot_dir()
+    if not (buildroot / "Makefile").is_file():
+        missing(f"no Buildroot at {buildroot} (make buildroot, or set BUILDROOT_DIR)")
+    if os.geteuid() != 0:
+        missing("the image's Python is built with mmdebstrap and run with chroot: needs root")
+    out = Output(buildroot, tmp_path_factory.mktemp("image-python-config"))
+    defconfig = out.dir / "defconfig"
+    defconfig.write_text(
+        (EXTERNAL / "configs/cube_cvm_defconfig").read_text()
+        + "BR2_PACKAGE_CUBE_AGENT_GUARDRAILS=y\n"
+    )
+    proc = out.make(f"BR2_DEFCONFIG={defconfig}", "defconfig")
+    assert proc.returncode == 0, f"make defconfig:\n{proc.stdout}{proc.stderr}"
+    image = build_image_python(buildroot, out.show_info())
+    image.install_agent(tmp_path_factory.mktemp("agent-wheel"))
+    return image

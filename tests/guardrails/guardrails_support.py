@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from support import Process, free_port, missing
-from support.agent import start_agent_process
+from support.agent import AGENT_COMMAND, start_agent_process
 
 HERE = Path(__file__).parent
 # Ends every self-check prompt of the default configuration (prompts.yml).
@@ -67,10 +67,19 @@ def fresh_judge(judge: Judge) -> Judge:
     return judge
 
 
-def start_agent(target: str, guardrails: str | Path | None, engine: str = "ollama") -> Process:
+def start_agent(
+    target: str,
+    guardrails: str | Path | None,
+    engine: str = "ollama",
+    command: Sequence[str] = AGENT_COMMAND,
+) -> Process:
     """The real agent on a free port, auth off; `.url` set."""
     url, agent, _ = start_agent_process(
-        target, engine=engine, auth="off", guardrails_config=str(guardrails or "")
+        target,
+        engine=engine,
+        auth="off",
+        guardrails_config=str(guardrails or ""),
+        command=command,
     )
     agent.url = url
     return agent

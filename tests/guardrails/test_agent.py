@@ -11,16 +11,27 @@ import openai
 import pytest
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
 from guardrails_support import SELF_CHECK_MARK, Judge, start_agent
+from support.image_python import GUARDRAILS_CONFIG
 
 REFUSAL = "I'm sorry, I can't help with that request."
 CARD = "4111 1111 1111 1111"
 
 
-@pytest.fixture(scope="module", params=["ollama", "openai"])
+@pytest.fixture(
+    scope="module", params=["ollama", "openai", "ollama-image-python", "openai-image-python"]
+)
 def agent(request, judge: Judge):
     """Guardrails on, in front of an engine spoken to as Ollama (its native /api/chat) or
-    as an OpenAI-compatible engine (the agent translates /api/chat)."""
-    proc = start_agent(judge.url, DEFAULT_CONFIG_DIR, engine=request.param)
+    as an OpenAI-compatible engine (the agent translates /api/chat); on this Python, or on
+    the image's Python with Buildroot's nemoguardrails and its dependencies."""
+    engine, _, on_image = request.param.partition("-")
+    if on_image:
+        image = request.getfixturevalue("image_python")
+        proc = start_agent(
+            judge.url, GUARDRAILS_CONFIG, engine=engine, command=image.agent_command()
+        )
+    else:
+        proc = start_agent(judge.url, DEFAULT_CONFIG_DIR, engine=engine)
     try:
         yield proc
     finally:

@@ -1,0 +1,121 @@
+"""The agent on the image's Python: Buildroot's Python version and exactly the versions of
+the Python packages Buildroot installs (tests/support/image_python.py), not the host's.
+
+A package the agent imports but its Buildroot package forgets to select, or a version of
+Buildroot's that the agent does not work with, fails here."""
+
+from __future__ import annotations
+
+import json
+
+import ollama
+import openai
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from support.agent import start_agent_process
+
+pytestmark = pytest.mark.slow
+
+DISTRIBUTIONS = """
+import importlib.metadata as md, json, platform
+print(json.dumps({
+    "python": platform.python_version(),
+    "distributions": [
+        [d.metadata["Name"], d.version, d.metadata["Requires-Python"] or "", d.requires or []]
+        for d in md.distributions()
+    ],
+}))
+"""
+
+# Requirements the image does not meet, each on purpose (see the packages' Config.in).
+KNOWN_UNMET = {
+    # Embeddings (dialog rails, knowledge bases) only; Buildroot packages neither.
+    ("nemoguardrails", "fastembed"),
+    ("nemoguardrails", "onnxruntime"),
+    # Only the embeddings and the TensorRT-LLM provider import these.
+    ("nemoguardrails", "numpy"),
+    ("nemoguardrails", "protobuf"),
+    # Declared <3.14; the input and output rails work on 3.14 (the guardrails suite runs
+    # its end-to-end tests here too).
+    ("nemoguardrails", "python"),
+    # Declared <4; nemoguardrails never calls schema(), the one marshmallow-based path.
+    ("dataclasses-json", "marshmallow"),
+}
+
+
+def unmet_requirements(report: dict) -> set[tuple[str, str]]:
+    """(distribution, what it needs) for every requirement the installed set misses."""
+    installed = {
+        canonicalize_name(name): version for name, version, _, _ in report["distributions"]
+    }
+    python = report["python"]
+    environment = {"python_version": python.rsplit(".", 1)[0], "python_full_version": python}
+    unmet = set()
+    for name, _, requires_python, requires in report["distributions"]:
+        name = canonicalize_name(name)
+        if requires_python and python not in SpecifierSet(requires_python):
+            unmet.add((name, "python"))
+        for text in requires:
+            requirement = Requirement(text)
+            if requirement.marker and not requirement.marker.evaluate({**environment, "extra": ""}):
+                continue
+            have = installed.get(canonicalize_name(requirement.name))
+            if have is None or not requirement.specifier.contains(have, prereleases=True):
+                unmet.add((name, canonicalize_name(requirement.name)))
+    return unmet
+
+
+def test_only_the_known_requirements_are_unmet(image_python):
+    proc = image_python.run([image_python.python, "-c", DISTRIBUTIONS])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["python"].startswith(image_python.minor + ".")
+    names = {canonicalize_name(d[0]) for d in report["distributions"]}
+    assert {"cube-agent", "nemoguardrails", "fastapi", "uvicorn", "aiohttp", "orjson"} <= names
+    assert unmet_requirements(report) == KNOWN_UNMET
+
+
+def test_every_agent_module_imports(image_python):
+    modules = "cube_agent.app, cube_agent.cli, cube_agent.guardrails, nemoguardrails, uvloop"
+    proc = image_python.run([image_python.python, "-c", f"import {modules}"])
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def agent(image_python, ollama_double):
+    """The agent in the image's Python, with a key made by its own CLI there."""
+    keys = "/tmp/keys.json"
+    cli = image_python.python.replace("/python", "/cube-agent")
+    proc = image_python.run([cli, "keys", "add", "--file", keys, "--name", "t", "--domain", "d1"])
+    assert proc.returncode == 0, proc.stderr
+    key = proc.stdout.strip()
+    url, process, _ = start_agent_process(
+        ollama_double.url, command=image_python.agent_command(), key_file=keys
+    )
+    try:
+        yield url, key
+    finally:
+        process.stop()
+        (image_python.root / keys.lstrip("/")).unlink()
+
+
+def test_ollama_and_openai_clients_through_the_agent(agent, ollama_double):
+    url, key = agent
+    headers = {"Authorization": f"Bearer {key}"}
+    oll = ollama.Client(host=f"{url}/d1", headers=headers)
+    hello = [{"role": "user", "content": "hi"}]
+    parts = list(oll.chat(model=ollama_double.model, messages=hello, stream=True))
+    assert len(parts) > 1 and parts[-1].done
+    assert "".join(p.message.content for p in parts)
+
+    oai = openai.OpenAI(base_url=f"{url}/d1/v1", api_key=key, max_retries=0)
+    chunks = list(
+        oai.chat.completions.create(model=ollama_double.model, messages=hello, stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert [m.id for m in oai.models.list()] == [m.model for m in oll.list().models]
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{url}/d1/v1", api_key="wrong", max_retries=0).models.list()

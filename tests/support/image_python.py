@@ -1,0 +1,204 @@
+"""The image's Python, as near as this machine can get without building the image.
+
+Buildroot cannot build an image here (its toolchain and host tools come from sites this
+machine does not reach), so this stands in for the image's /usr/lib/python3.X: Debian's
+python3.X of the same minor version as Buildroot's python3 package, in a minimal Debian
+root, with a venv holding, for every target `python-*` package that `make show-info`
+lists for a configuration, the PyPI wheel of exactly that package's version, installed
+without dependencies as Buildroot installs them. Nothing else: a module the image would
+lack is missing here too. The agent is installed from a wheel built from agent/.
+
+Programs run in the root with `chroot`, in a mount namespace of their own (needs root).
+The root is cached under ~/.cache/cube-hal/image-python/, keyed by what went into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(
+    os.environ.get("CUBE_IMAGE_PYTHON_CACHE", Path.home() / ".cache/cube-hal/image-python")
+)
+
+# The Debian suite that ships the Python minor version Buildroot 2026.02 has (3.14).
+DEBIAN_SUITE = "forky"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+VENV = "/opt/image-python"
+GUARDRAILS_CONFIG = "/etc/cube/guardrails"
+ARCHIVES = (".tar.gz", ".tar.bz2", ".tar.xz", ".zip")
+
+
+class BuildError(RuntimeError):
+    """The root could not be built; the message says which step and why."""
+
+
+def run(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run a build step; its output is shown only when it fails."""
+    command = [str(a) for a in args]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+    if proc.returncode != 0:
+        raise BuildError(f"{' '.join(command)} failed:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def python_minor(buildroot: Path) -> str:
+    """Buildroot's PYTHON3_VERSION_MAJOR ("3.14"), read from its python3 package."""
+    mk = (buildroot / "package/python3/python3.mk").read_text()
+    found = re.search(r"^PYTHON3_VERSION_MAJOR = (\S+)$", mk, re.MULTILINE)
+    if not found:
+        raise BuildError(f"no PYTHON3_VERSION_MAJOR in {buildroot}/package/python3/python3.mk")
+    return found.group(1)
+
+
+def pypi_requirements(info: dict) -> list[str]:
+    """`name==version` for every target python-* package of a show-info, the PyPI name
+    taken from the file Buildroot downloads (typing_inspect-0.9.0.tar.gz), or from the
+    package's name when Buildroot renames the file (python-orjson-3.11.5-cargo4.tar.gz)."""
+    requirements = []
+    for name, package in sorted(info.items()):
+        if not name.startswith("python-") or package.get("type") != "target":
+            continue
+        version = package["version"]
+        files = [d["source"] for d in package.get("downloads", [])]
+        for file in files:
+            distribution, _, rest = file.partition(f"-{version}")
+            if re.fullmatch(r"-cargo\d+\.tar\.gz", rest):  # vendored crates added
+                distribution = distribution.removeprefix("python-")
+            if rest.endswith((*ARCHIVES, ".whl")):
+                requirements.append(f"{distribution}=={version}")
+                break
+        else:
+            raise BuildError(f"{name} {version}: no PyPI file among its downloads {files}")
+    return requirements
+
+
+@dataclass
+class ImagePython:
+    """A built root: run programs in it with `command()`."""
+
+    root: Path
+    minor: str
+
+    @property
+    def python(self) -> str:
+        return f"{VENV}/bin/python"
+
+    def command(self, args: Sequence[str | Path]) -> list[str]:
+        """`args` run inside the root: a private mount namespace gets /proc and /dev,
+        then chroot; the chrooted program dies with the namespace's first process."""
+        root = str(self.root)
+        mounts = f"mount -t proc proc {root}/proc && mount --rbind /dev {root}/dev"
+        return [
+            "unshare",
+            "--mount",
+            "--fork",
+            "--kill-child",
+            "sh",
+            "-c",
+            f'{mounts} && exec chroot {root} "$@"',
+            "sh",
+            *[str(a) for a in args],
+        ]
+
+    def agent_command(self) -> list[str]:
+        return self.command([self.python, "-m", "cube_agent", "serve"])
+
+    def run(self, args: Sequence[str | Path], timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.command(args), capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def install_agent(self, workdir: Path) -> None:
+        """The agent, built into a wheel from agent/ and installed without dependencies,
+        as its Buildroot package installs it (replacing an earlier one)."""
+        wheels = workdir / "agent-wheel"
+        run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, REPO / "agent")
+        (wheel,) = wheels.glob("cube_agent-*.whl")
+        inside = self.root / "tmp" / wheel.name
+        shutil.copyfile(wheel, inside)
+        proc = self.run([self.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                         "--force-reinstall", f"/tmp/{wheel.name}"])  # fmt: skip
+        inside.unlink()
+        if proc.returncode != 0:
+            raise BuildError(f"installing {wheel.name} failed:\n{proc.stdout}{proc.stderr}")
+        # What BR2_PACKAGE_CUBE_AGENT_GUARDRAILS installs.
+        rails = self.root / GUARDRAILS_CONFIG.lstrip("/")
+        shutil.rmtree(rails, ignore_errors=True)
+        shutil.copytree(REPO / "agent/src/cube_agent/guardrails_default", rails,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+
+
+def download_wheels(requirements: list[str], minor: str, dest: Path) -> None:
+    """The wheels pip would pick for the image's Python on x86_64, exactly these versions."""
+    abi = "cp" + minor.replace(".", "")
+    platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+                 "manylinux_2_5_x86_64", "manylinux1_x86_64", "linux_x86_64"]  # fmt: skip
+    args = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+            "--python-version", minor, "--implementation", "cp", "--abi", abi, "--abi", "none",
+            "--abi", "abi3", "-d", dest]  # fmt: skip
+    for platform in platforms:
+        args += ["--platform", platform]
+    for requirement in requirements:
+        try:
+            run(*args, requirement)
+        except BuildError:
+            # Pure-Python packages published as an sdist only: build the wheel here.
+            run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dest, requirement)
+            if not any(p.name.endswith("-none-any.whl") for p in dest.glob("*.whl")):
+                raise
+
+
+def build_image_python(buildroot: Path, info: dict, log=print) -> ImagePython:
+    """The root for this Buildroot and show-info, from the cache when it is there."""
+    if os.geteuid() != 0:
+        raise BuildError("building the image's Python needs root (mmdebstrap, chroot)")
+    minor = python_minor(buildroot)
+    requirements = pypi_requirements(info)
+    key = hashlib.sha256(
+        json.dumps([DEBIAN_SUITE, minor, requirements, Path(__file__).read_text()]).encode()
+    ).hexdigest()[:16]
+    final = CACHE / f"python{minor}-{key}"
+    if (final / "root" / VENV.lstrip("/")).is_dir():
+        return ImagePython(final / "root", minor)
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="partial-") as tmp:
+        partial = Path(tmp)
+        root = partial / "root"
+        log(f"image-python: Debian {DEBIAN_SUITE} with python{minor} (about 30 s)")
+        run("mmdebstrap", "--quiet", "--variant=minbase",
+            # The mirror is a frozen copy: its Release files are past their date.
+            "--aptopt=Acquire::Check-Valid-Until \"false\"",
+            f"--include=python{minor},python{minor}-venv", DEBIAN_SUITE, root,
+            f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main")  # fmt: skip
+        log(f"image-python: {len(requirements)} wheels at Buildroot's versions")
+        wheels = root / "tmp" / "wheels"
+        wheels.mkdir()
+        download_wheels(requirements, minor, wheels)
+        image = ImagePython(root, minor)
+        installed = sorted(f"/tmp/wheels/{w.name}" for w in wheels.glob("*.whl"))
+        for args in (
+            [f"python{minor}", "-m", "venv", VENV],
+            # Buildroot's installer ignores Requires-Python too (nemoguardrails says < 3.14).
+            [image.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+             "--ignore-requires-python", *installed],
+        ):  # fmt: skip
+            proc = image.run(args, timeout=600)
+            if proc.returncode != 0:
+                raise BuildError(f"{' '.join(args[:4])} failed:\n{proc.stdout}{proc.stderr}")
+        shutil.rmtree(wheels)
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        partial.mkdir()  # for TemporaryDirectory's cleanup
+    return ImagePython(final / "root", minor)
