@@ -13,15 +13,24 @@ def agent_version() -> str:
     return tomllib.loads((REPO / "agent" / "pyproject.toml").read_text())["project"]["version"]
 
 
+# Variants of the systemd defconfig: each backend, and the guardrails stage on.
+VARIANTS = {
+    "OLLAMA": "BR2_PACKAGE_CUBE_AGENT_BACKEND_OLLAMA=y",
+    "VLLM": "BR2_PACKAGE_CUBE_AGENT_BACKEND_VLLM=y",
+    "LLAMA_CPP": "BR2_PACKAGE_CUBE_AGENT_BACKEND_LLAMA_CPP=y",
+    "GUARDRAILS": "BR2_PACKAGE_CUBE_AGENT_GUARDRAILS=y",
+}
+
+
 @pytest.fixture(scope="module")
 def variant(configure, tmp_path_factory):
-    """variant(backend) -> Output: the systemd defconfig with another backend."""
+    """variant(name) -> Output: the systemd defconfig with one of VARIANTS."""
     directory = tmp_path_factory.mktemp("variants")
 
-    def configured(backend: str):
+    def configured(name: str):
         text = (EXTERNAL / "configs" / DEFCONFIGS[0]).read_text()
-        path = directory / f"cube_{backend.lower()}_defconfig"
-        path.write_text(f"{text}BR2_PACKAGE_CUBE_AGENT_BACKEND_{backend}=y\n")
+        path = directory / f"cube_{name.lower()}_defconfig"
+        path.write_text(f"{text}{VARIANTS[name]}\n")
         return configure(str(path))
 
     return configured
@@ -29,13 +38,13 @@ def variant(configure, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def variant_info(variant):
-    """variant_info(backend) -> show-info of that variant, computed once."""
+    """variant_info(name) -> show-info of that variant, computed once."""
     cache = {}
 
-    def info(backend: str) -> dict:
-        if backend not in cache:
-            cache[backend] = variant(backend).show_info()
-        return cache[backend]
+    def info(name: str) -> dict:
+        if name not in cache:
+            cache[name] = variant(name).show_info()
+        return cache[name]
 
     return info
 
@@ -96,6 +105,26 @@ def test_llama_cpp_backend(variant, variant_info):
     assert "ollama" not in packages
 
 
+def test_guardrails_install_nemoguardrails_and_its_dependencies(variant_info, info):
+    packages = variant_info("GUARDRAILS")
+    assert packages["python-nemoguardrails"]["version"] == "0.24.1"
+    for dependency in (
+        "python-aiohttp-retry",
+        "python-dataclasses-json",
+        "python-marshmallow",
+        "python-nest-asyncio",
+        "python-simpleeval",
+        "python-lark",
+        "python-jsonschema",
+        "python-typer",
+        "python-shellingham",
+    ):
+        assert dependency in packages, f"{dependency} is not selected"
+    # Off (the defconfigs): none of it.
+    assert "python-nemoguardrails" not in info[DEFCONFIGS[0]]
+    assert "python-simpleeval" not in info[DEFCONFIGS[0]]
+
+
 def hashed_files(buildroot, package: dict) -> set[str]:
     """File names that have a sha256 line in one of the package's hash files."""
     names = set()
@@ -107,11 +136,11 @@ def hashed_files(buildroot, package: dict) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("backend", ["OLLAMA", "VLLM", "LLAMA_CPP"])
-def test_every_download_has_a_hash(backend, buildroot, variant_info):
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_download_has_a_hash(name, buildroot, variant_info):
     """What BR2_DOWNLOAD_FORCE_CHECK_HASHES demands, checked before any download, for
     the tree's packages and the custom-version kernel (local sites need none)."""
-    packages = variant_info(backend)
+    packages = variant_info(name)
     ours = {
         name: package
         for name, package in packages.items()
