@@ -140,23 +140,18 @@ class ImagePython:
 
 
 def download_wheels(requirements: list[str], minor: str, dest: Path) -> None:
-    """The wheels pip would pick for the image's Python on x86_64, exactly these versions."""
+    """The wheels pip would pick for the image's Python on x86_64, exactly these versions
+    (a package with no such wheel stops the build, named in pip's error). Requires-Python
+    is ignored, as Buildroot does: nemoguardrails says < 3.14."""
     abi = "cp" + minor.replace(".", "")
     platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux_2_5_x86_64", "manylinux1_x86_64", "linux_x86_64"]  # fmt: skip
     args = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
             "--python-version", minor, "--implementation", "cp", "--abi", abi, "--abi", "none",
-            "--abi", "abi3", "-d", dest]  # fmt: skip
+            "--abi", "abi3", "--ignore-requires-python", "-d", dest]  # fmt: skip
     for platform in platforms:
         args += ["--platform", platform]
-    for requirement in requirements:
-        try:
-            run(*args, requirement)
-        except BuildError:
-            # Pure-Python packages published as an sdist only: build the wheel here.
-            run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dest, requirement)
-            if not any(p.name.endswith("-none-any.whl") for p in dest.glob("*.whl")):
-                raise
+    run(*args, *requirements)
 
 
 def build_image_python(buildroot: Path, info: dict, log=print) -> ImagePython:
@@ -190,7 +185,6 @@ def build_image_python(buildroot: Path, info: dict, log=print) -> ImagePython:
         installed = sorted(f"/tmp/wheels/{w.name}" for w in wheels.glob("*.whl"))
         for args in (
             [f"python{minor}", "-m", "venv", VENV],
-            # Buildroot's installer ignores Requires-Python too (nemoguardrails says < 3.14).
             [image.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
              "--ignore-requires-python", *installed],
         ):  # fmt: skip
@@ -201,4 +195,7 @@ def build_image_python(buildroot: Path, info: dict, log=print) -> ImagePython:
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         partial.mkdir()  # for TemporaryDirectory's cleanup
+    for stale in CACHE.glob("python*-*"):  # roots of earlier inputs
+        if stale != final:
+            shutil.rmtree(stale, ignore_errors=True)
     return ImagePython(final / "root", minor)
