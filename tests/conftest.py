@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from support import missing
-from support.buildroot import EXTERNAL, Output, buildroot_dir
+from support.buildroot import VARIANTS, Output, buildroot_dir, variant_defconfig
 from support.engines import (
     TINY_MODEL_SCRIPT,
     Engine,
@@ -84,14 +84,9 @@ def image_python(tmp_path_factory: pytest.TempPathFactory) -> ImagePython:
         missing(f"no Buildroot at {buildroot} (make buildroot, or set BUILDROOT_DIR)")
     if os.geteuid() != 0:
         missing("the image's Python is built with mmdebstrap and run with chroot: needs root")
-    out = Output(buildroot, tmp_path_factory.mktemp("image-python-config"))
-    defconfig = out.dir / "defconfig"
-    defconfig.write_text(
-        (EXTERNAL / "configs/cube_cvm_defconfig").read_text()
-        + "BR2_PACKAGE_CUBE_AGENT_GUARDRAILS=y\n"
-    )
-    proc = out.make(f"BR2_DEFCONFIG={defconfig}", "defconfig")
-    assert proc.returncode == 0, f"make defconfig:\n{proc.stdout}{proc.stderr}"
+    directory = tmp_path_factory.mktemp("image-python-config")
+    defconfig = variant_defconfig(directory, "defconfig", VARIANTS["GUARDRAILS"])
+    out = Output(buildroot, directory).configure(str(defconfig))
     image = build_image_python(buildroot, out.show_info())
     image.install_agent(tmp_path_factory.mktemp("agent-wheel"))
     return image

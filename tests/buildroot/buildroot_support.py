@@ -6,9 +6,12 @@ from support.buildroot import (
     DEFCONFIGS,
     EXTERNAL,
     REPO,
+    VARIANTS,
     Output,
     buildroot_dir,
     parse_config,
+    sha256_lines,
+    variant_defconfig,
 )
 
 __all__ = [
@@ -16,7 +19,10 @@ __all__ = [
     "DEFCONFIGS",
     "EXTERNAL",
     "REPO",
+    "VARIANTS",
     "Output",
     "buildroot_dir",
     "parse_config",
+    "sha256_lines",
+    "variant_defconfig",
 ]

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import kconfiglib
 import pytest
-from buildroot_support import DEFCONFIGS, EXTERNAL, Output, buildroot_dir
+from buildroot_support import (
+    DEFCONFIGS,
+    EXTERNAL,
+    VARIANTS,
+    Output,
+    buildroot_dir,
+    variant_defconfig,
+)
 from support import missing
 
 
@@ -29,14 +36,35 @@ def configure(buildroot, tmp_path_factory):
     def run(name: str) -> Output:
         if name not in outputs:
             out = Output(buildroot, tmp_path_factory.mktemp(Path(name).name))
-            target = name if name in DEFCONFIGS else f"BR2_DEFCONFIG={name}"
-            args = (target,) if name in DEFCONFIGS else (target, "defconfig")
-            proc = out.make(*args)
-            assert proc.returncode == 0, f"make {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
-            outputs[name] = out
+            outputs[name] = out.configure(name)
         return outputs[name]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def variant(configure, tmp_path_factory):
+    """variant(name) -> Output: the systemd defconfig with one of VARIANTS."""
+    directory = tmp_path_factory.mktemp("variants")
+
+    def configured(name: str) -> Output:
+        path = variant_defconfig(directory, f"cube_{name.lower()}_defconfig", VARIANTS[name])
+        return configure(str(path))
+
+    return configured
+
+
+@pytest.fixture(scope="session")
+def variant_info(variant):
+    """variant_info(name) -> show-info of that variant, computed once."""
+    cache = {}
+
+    def info(name: str) -> dict:
+        if name not in cache:
+            cache[name] = variant(name).show_info()
+        return cache[name]
+
+    return info
 
 
 @pytest.fixture(scope="session")

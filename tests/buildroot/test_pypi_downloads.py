@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from buildroot_support import EXTERNAL
+from buildroot_support import EXTERNAL, sha256_lines
 
 pytestmark = pytest.mark.buildroot
 
@@ -26,13 +26,10 @@ PYPI_PACKAGES = sorted(
 
 
 @pytest.fixture(scope="module")
-def downloaded(configure, tmp_path_factory) -> dict[str, str]:
+def downloaded(variant) -> dict[str, str]:
     """Every PyPI package of the tree downloaded by Buildroot (one make, for speed), with
     the guardrails stage on so that all are selected; -> printvars of their files."""
-    path = tmp_path_factory.mktemp("pypi") / "cube_guardrails_defconfig"
-    text = (EXTERNAL / "configs" / "cube_cvm_defconfig").read_text()
-    path.write_text(text + "BR2_PACKAGE_CUBE_AGENT_GUARDRAILS=y\n")
-    output = configure(str(path))
+    output = variant("GUARDRAILS")
     sources = [f"{package}-source" for package in PYPI_PACKAGES]
     proc = output.make(f"BR2_DL_DIR={DL_DIR}", *sources, timeout=900)
     assert proc.returncode == 0, f"make {' '.join(sources)}:\n{proc.stdout}{proc.stderr}"
@@ -69,11 +66,7 @@ def test_buildroot_downloads_it_and_the_license_hashes_match(package, downloaded
     assert archive.is_file()
     license_files = downloaded[f"{var(package)}_LICENSE_FILES"].split()
     assert license_files, f"{package} names no license file"
-    hashes = {}
-    for line in (EXTERNAL / "package" / package / f"{package}.hash").read_text().splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[0] == "sha256":
-            hashes[fields[2]] = fields[1]
+    hashes = sha256_lines(EXTERNAL / "package" / package / f"{package}.hash")
     for name in license_files:
         assert name in hashes, f"{package}: {name} has no sha256 line"
         assert hashlib.sha256(member(archive, name)).hexdigest() == hashes[name], name

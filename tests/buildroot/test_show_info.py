@@ -4,49 +4,13 @@ import re
 import tomllib
 
 import pytest
-from buildroot_support import DEFCONFIGS, EXTERNAL, REPO
+from buildroot_support import DEFCONFIGS, EXTERNAL, REPO, VARIANTS, sha256_lines
 
 pytestmark = pytest.mark.buildroot
 
 
 def agent_version() -> str:
     return tomllib.loads((REPO / "agent" / "pyproject.toml").read_text())["project"]["version"]
-
-
-# Variants of the systemd defconfig: each backend, and the guardrails stage on.
-VARIANTS = {
-    "OLLAMA": "BR2_PACKAGE_CUBE_AGENT_BACKEND_OLLAMA=y",
-    "VLLM": "BR2_PACKAGE_CUBE_AGENT_BACKEND_VLLM=y",
-    "LLAMA_CPP": "BR2_PACKAGE_CUBE_AGENT_BACKEND_LLAMA_CPP=y",
-    "GUARDRAILS": "BR2_PACKAGE_CUBE_AGENT_GUARDRAILS=y",
-}
-
-
-@pytest.fixture(scope="module")
-def variant(configure, tmp_path_factory):
-    """variant(name) -> Output: the systemd defconfig with one of VARIANTS."""
-    directory = tmp_path_factory.mktemp("variants")
-
-    def configured(name: str):
-        text = (EXTERNAL / "configs" / DEFCONFIGS[0]).read_text()
-        path = directory / f"cube_{name.lower()}_defconfig"
-        path.write_text(f"{text}{VARIANTS[name]}\n")
-        return configure(str(path))
-
-    return configured
-
-
-@pytest.fixture(scope="module")
-def variant_info(variant):
-    """variant_info(name) -> show-info of that variant, computed once."""
-    cache = {}
-
-    def info(name: str) -> dict:
-        if name not in cache:
-            cache[name] = variant(name).show_info()
-        return cache[name]
-
-    return info
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +93,7 @@ def hashed_files(buildroot, package: dict) -> set[str]:
     """File names that have a sha256 line in one of the package's hash files."""
     names = set()
     for hash_file in package.get("hashes", []):
-        for line in (buildroot / hash_file).read_text().splitlines():
-            fields = line.split()
-            if len(fields) == 3 and fields[0] == "sha256" and len(fields[1]) == 64:
-                names.add(fields[2])
+        names |= set(sha256_lines(buildroot / hash_file))
     return names
 
 

@@ -12,12 +12,36 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 EXTERNAL = REPO / "br2-external"
 DEFCONFIGS = ("cube_cvm_defconfig", "cube_cvm_sysv_defconfig")
+# Variants of the systemd defconfig: each backend, and the guardrails stage on.
+VARIANTS = {
+    "OLLAMA": "BR2_PACKAGE_CUBE_AGENT_BACKEND_OLLAMA=y",
+    "VLLM": "BR2_PACKAGE_CUBE_AGENT_BACKEND_VLLM=y",
+    "LLAMA_CPP": "BR2_PACKAGE_CUBE_AGENT_BACKEND_LLAMA_CPP=y",
+    "GUARDRAILS": "BR2_PACKAGE_CUBE_AGENT_GUARDRAILS=y",
+}
 # Where `make buildroot` unpacks it; BUILDROOT_DIR overrides.
 DEFAULT_BUILDROOT = Path.home() / ".cache/cube-hal/buildroot-2026.02.3"
 
 
 def buildroot_dir() -> Path:
     return Path(os.environ.get("BUILDROOT_DIR", DEFAULT_BUILDROOT))
+
+
+def variant_defconfig(directory: Path, name: str, line: str) -> Path:
+    """The systemd defconfig with one more line, as the defconfig file `name` in `directory`."""
+    path = directory / name
+    path.write_text((EXTERNAL / "configs" / DEFCONFIGS[0]).read_text() + line + "\n")
+    return path
+
+
+def sha256_lines(hash_file: Path) -> dict[str, str]:
+    """file name -> sha256 of a Buildroot .hash file."""
+    hashes = {}
+    for line in hash_file.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0] == "sha256" and len(fields[1]) == 64:
+            hashes[fields[2]] = fields[1]
+    return hashes
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -55,6 +79,16 @@ class Output:
             timeout=timeout,
             check=False,
         )
+
+    def configure(self, defconfig: str) -> Output:
+        """`make <defconfig>` for one of the tree's, else BR2_DEFCONFIG=<path> defconfig."""
+        if defconfig in DEFCONFIGS:
+            args: tuple[str, ...] = (defconfig,)
+        else:
+            args = (f"BR2_DEFCONFIG={defconfig}", "defconfig")
+        proc = self.make(*args)
+        assert proc.returncode == 0, f"make {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+        return self
 
     def config(self) -> dict[str, str]:
         return parse_config((self.dir / ".config").read_text())
