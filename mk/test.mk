@@ -41,7 +41,7 @@ test-quick: venv buildroot
 SHELL_SCRIPTS = $(shell git ls-files | xargs grep -lE '^\#!/bin/(ba)?sh' 2>/dev/null)
 
 check: venv buildroot
-	PATH="$(VENV)/bin:$$PATH" $(BUILDROOT_DIR)/utils/check-package -b $$(git ls-files br2-external | grep -v '\.j2$$')
+	PATH="$(VENV)/bin:$$PATH" $(BUILDROOT_DIR)/utils/check-package -b $$(git ls-files br2-external board package overlay generator | grep -v '^generator/templates/.*\.j2$$')
 	shellcheck $(SHELL_SCRIPTS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

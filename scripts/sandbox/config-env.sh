@@ -34,7 +34,7 @@ python=${PYTHON:-python3}
 if [ ! -f "$env_file" ]; then
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
-	"$python" "$repo/br2-external/scripts/cube-config" \
+	"$python" "$repo/generator/cube-config" \
 		--config "$here/sandbox.config" --out "$tmp"
 	cp "$tmp/etc/default/cube-agent" "$env_file"
 	echo "created $env_file (cube-config from scripts/sandbox/sandbox.config)"

@@ -48,7 +48,7 @@ llama=$(PATH="$venv/bin:$PATH" command -v llama-cpp-server || true)
 [ -f "$state/tiny.gguf" ] || "$python" "$repo/scripts/make-tiny-model.py" "$state/tiny.gguf"
 
 rm -rf "$state/render"
-"$python" "$repo/br2-external/scripts/cube-config" --config "$here/sandbox.config" \
+"$python" "$repo/generator/cube-config" --config "$here/sandbox.config" \
 	--out "$state/render"
 
 if [ ! -s "$state/api-key" ]; then

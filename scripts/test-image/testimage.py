@@ -14,7 +14,7 @@ with Buildroot's own inittab and rcS, so the S9x scripts run as on a Buildroot i
 
 An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.ext4, plus
 initrd.img), cached under ~/.cache/cube-hal/test-images/<init>-<hash of inputs>. Building
-needs root. Booting goes through br2-external/board/cube/launch-vm, the launcher `make run` uses.
+needs root. Booting goes through board/cube/launch-vm, the launcher `make run` uses.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def derive_config(init: str, workdir: Path) -> Path:
 
 def render(config: Path, workdir: Path) -> Path:
     rendered = workdir / "rendered"
-    sh(sys.executable, EXTERNAL / "scripts/cube-config", "--config", config, "--out", rendered)
+    sh(sys.executable, REPO / "generator/cube-config", "--config", config, "--out", rendered)
     return rendered
 
 
@@ -195,7 +195,7 @@ def package_users(config: Path) -> list[list[str]]:
     """makeusers lines of the external packages that the .config enables."""
     enabled = packages_enabled(config)
     users = []
-    for mk in sorted(EXTERNAL.glob("package/*/*.mk")):
+    for mk in sorted(REPO.glob("package/*/*.mk")):
         for name, body in MAKEUSERS_DEFINE.findall(mk.read_text(encoding="utf-8")):
             if name in enabled:
                 users += [line.split(None, 8) for line in body.splitlines() if line.strip()]
@@ -361,7 +361,7 @@ def install_sysv_init(root: Path) -> None:
 
 def post_build(root: Path, config: Path, init: str) -> None:
     """The board's post-build.sh (it makes the test autologin), as Buildroot runs it."""
-    script = EXTERNAL / "board/cube/post-build.sh"
+    script = REPO / "board/cube/post-build.sh"
     if script.is_file():
         env = dict(
             os.environ,
@@ -388,12 +388,12 @@ def build_rootfs(init: str, config: Path, rendered: Path, root: Path, workdir: P
     with tarfile.open(debian_base()) as tar:
         tar.extractall(root, filter="fully_trusted")  # noqa: S202 (our own mmdebstrap output)
     # The project's BR2_ROOTFS_OVERLAY, then the test image's own few files.
-    overlays = [EXTERNAL / "overlay", HERE / "overlay/common", HERE / "overlay" / init]
+    overlays = [REPO / "overlay", HERE / "overlay/common", HERE / "overlay" / init]
     for overlay in overlays:
         if overlay.is_dir():
             shutil.copytree(overlay, root, dirs_exist_ok=True, symlinks=True)
     units = install_rendered(rendered, root, init)
-    install(EXTERNAL / "package/cube-models/pull-models.sh", root / "usr/bin/pull-models.sh", 0o755)
+    install(REPO / "package/cube-models/pull-models.sh", root / "usr/bin/pull-models.sh", 0o755)
     for dest, double in DOUBLES.items():
         install(REPO / "tests/doubles" / double, root / dest, 0o755)
     create_users(root, package_users(config))
@@ -426,6 +426,10 @@ def build(init: str) -> Path:
                 REPO / "agent",
                 REPO / "tests/doubles",
                 EXTERNAL,
+                REPO / "board",
+                REPO / "package",
+                REPO / "overlay",
+                REPO / "generator",
                 llama_server_binary().parent,
             ],
             [version, DEBIAN_SUITE, *DEBIAN_PACKAGES, BUILDROOT_DIR.name],
@@ -478,7 +482,7 @@ def launch_env(image: Path, agent_port: int, memory: str = "2G") -> dict[str, st
 
 
 def launch_command() -> list[str]:
-    return [str(REPO / "br2-external/board/cube/launch-vm"), "plain"]
+    return [str(REPO / "board/cube/launch-vm"), "plain"]
 
 
 def try_image(init: str, agent_port: int) -> None:

@@ -4,9 +4,9 @@ import os
 import subprocess
 
 import pytest
-from buildroot_support import EXTERNAL
+from buildroot_support import EXTERNAL, REPO
 
-POST_BUILD = EXTERNAL / "board" / "cube" / "post-build.sh"
+POST_BUILD = REPO / "board" / "cube" / "post-build.sh"
 # Buildroot's busybox inittab line for BR2_TARGET_GENERIC_GETTY_PORT="ttyS0".
 INITTAB = (
     "::sysinit:/etc/init.d/rcS\nttyS0::respawn:/sbin/getty -L  ttyS0 0 vt100 # GENERIC_SERIAL\n"

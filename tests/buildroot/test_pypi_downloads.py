@@ -13,14 +13,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from buildroot_support import EXTERNAL, sha256_lines
+from buildroot_support import REPO, sha256_lines
 
 pytestmark = pytest.mark.buildroot
 
 DL_DIR = Path.home() / ".cache/cube-hal/dl"
 PYPI_PACKAGES = sorted(
     mk.parent.name
-    for mk in EXTERNAL.glob("package/python-*/*.mk")
+    for mk in REPO.glob("package/python-*/*.mk")
     if "files.pythonhosted.org" in mk.read_text()
 )
 
@@ -66,7 +66,7 @@ def test_buildroot_downloads_it_and_the_license_hashes_match(package, downloaded
     assert archive.is_file()
     license_files = downloaded[f"{var(package)}_LICENSE_FILES"].split()
     assert license_files, f"{package} names no license file"
-    hashes = sha256_lines(EXTERNAL / "package" / package / f"{package}.hash")
+    hashes = sha256_lines(REPO / "package" / package / f"{package}.hash")
     for name in license_files:
         assert name in hashes, f"{package}: {name} has no sha256 line"
         assert hashlib.sha256(member(archive, name)).hexdigest() == hashes[name], name

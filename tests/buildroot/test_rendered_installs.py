@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from buildroot_support import DEFCONFIGS, EXTERNAL
+from buildroot_support import DEFCONFIGS, EXTERNAL, REPO
 
 pytestmark = pytest.mark.buildroot
 
@@ -20,7 +20,7 @@ PACKAGES = {
 
 
 def installed_rendered_files(package: str) -> set[str]:
-    mk = (EXTERNAL / "package" / package / f"{package}.mk").read_text()
+    mk = (REPO / "package" / package / f"{package}.mk").read_text()
     return set(re.findall(r"\$\(@D\)/rendered/(\S+)", mk))
 
 
@@ -38,7 +38,7 @@ def test_the_generator_renders_what_the_packages_install(backend, configure, tmp
     proc = subprocess.run(
         [
             sys.executable,
-            str(EXTERNAL / "scripts" / "cube-config"),
+            str(REPO / "generator" / "cube-config"),
             "--config",
             str(output.dir / ".config"),
             "--out",

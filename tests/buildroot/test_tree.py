@@ -6,23 +6,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from buildroot_support import EXTERNAL, REPO
+from buildroot_support import REPO, TREE
 
 pytestmark = pytest.mark.buildroot
 
 
 def tree_files() -> list[Path]:
-    """Every file of the external tree but the generator's Jinja templates, which are not
-    Buildroot files (the generator's suite checks what they render)."""
+    """Every file of the external tree and the directories it points at, but the generator's
+    templates, which are not Buildroot files (the generator's suite checks what they render)."""
     out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", str(EXTERNAL)],
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *map(str, TREE)],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     )
     files = [REPO / line for line in out.stdout.splitlines()]
-    return [f for f in files if f.is_file() and "templates" not in f.relative_to(EXTERNAL).parts]
+    return [f for f in files if f.is_file() and "templates" not in f.relative_to(REPO).parts]
 
 
 def test_check_package_gives_no_warning(buildroot):
@@ -53,7 +53,7 @@ def test_every_visible_symbol_of_the_tree_has_help(kconfig):
     ours = [
         node
         for node in kconfig.node_iter()
-        if node.filename.startswith(str(EXTERNAL))
+        if node.filename.startswith(tuple(map(str, TREE)))
         and node.prompt
         and isinstance(node.item, kconfig.syms["BR2_x86_64"].__class__)
     ]

@@ -2,11 +2,11 @@
 
 import re
 
-from buildroot_support import EXTERNAL
+from buildroot_support import REPO
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
-VLLM = EXTERNAL / "package" / "vllm"
+VLLM = REPO / "package" / "vllm"
 
 
 def wheel_urls() -> list[str]:

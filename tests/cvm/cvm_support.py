@@ -16,7 +16,7 @@ import pytest
 from support import missing
 
 REPO = Path(__file__).resolve().parents[2]
-LAUNCH = REPO / "br2-external" / "board" / "cube" / "launch-vm"
+LAUNCH = REPO / "board" / "cube" / "launch-vm"
 MEASURE = REPO / "scripts" / "measure"
 FAKE_TSM = Path(__file__).with_name("fake_tsm.py")
 

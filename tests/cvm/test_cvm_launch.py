@@ -1,4 +1,4 @@
-"""br2-external/board/cube/launch-vm: the QEMU command line of each mode, and its refusals.
+"""board/cube/launch-vm: the QEMU command line of each mode, and its refusals.
 
 The confidential modes cannot boot here (no SEV-SNP or TDX host, QEMU 7.2), so they are
 checked on the printed command line; the plain one is also handed to the real QEMU, paused

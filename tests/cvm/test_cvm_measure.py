@@ -65,7 +65,7 @@ def test_records_the_inputs_it_measured(images: Path, tmp_path: Path) -> None:
     assert result["tool"]["name"] == "sev-snp-measure" and result["tool"]["version"]
     # the command line `make run-snp` runs with these settings
     launch = subprocess.run(
-        [str(REPO / "br2-external" / "board" / "cube" / "launch-vm"), "--print", "snp"],
+        [str(REPO / "board" / "cube" / "launch-vm"), "--print", "snp"],
         env=script_env(images),
         capture_output=True,
         text=True,

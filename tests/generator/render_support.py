@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CUBE_CONFIG = ROOT / "br2-external/scripts/cube-config"
+CUBE_CONFIG = ROOT / "generator/cube-config"
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 

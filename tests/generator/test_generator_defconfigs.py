@@ -97,7 +97,7 @@ def test_defconfig_renders_what_the_packages_install(buildroot, tmp_path, case):
 
     enabled = [
         package
-        for package in sorted((EXTERNAL / "package").iterdir())
+        for package in sorted((ROOT / "package").iterdir())
         if values.get("BR2_PACKAGE_" + package.name.upper().replace("-", "_")) == "y"
     ]
     assert {p.name for p in enabled} >= {"cube-agent", "ollama", "cube-models"}
@@ -116,7 +116,9 @@ def test_defconfig_renders_what_the_packages_install(buildroot, tmp_path, case):
 def test_every_symbol_the_generator_reads_exists(buildroot):
     source = CUBE_CONFIG.read_text()
     read = set(re.findall(r'"(BR2_\w+)"', source))
-    kconfig = "".join(p.read_text() for p in EXTERNAL.rglob("Config.in"))
+    kconfig = "".join(
+        p.read_text() for p in [*EXTERNAL.glob("Config.in"), *(ROOT / "package").rglob("Config.in")]
+    )
     kconfig += (buildroot / "system/Config.in").read_text()
     defined = set(re.findall(r"^\s*(?:menu)?config\s+(BR2_\w+)", kconfig, re.MULTILINE))
     assert read, "no symbols found in cube-config"

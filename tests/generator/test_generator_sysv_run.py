@@ -165,7 +165,7 @@ def image(render, tmp_path):
     }.items():
         (root / "usr/bin" / name).write_text(text)
         (root / "usr/bin" / name).chmod(0o755)
-    shutil.copy(ROOT / "br2-external/package/cube-models/pull-models.sh", root / "usr/bin")
+    shutil.copy(ROOT / "package/cube-models/pull-models.sh", root / "usr/bin")
     chroot = Chroot(root)
     yield chroot
     # Whatever a failed test left running.

@@ -1,7 +1,7 @@
 """One QEMU guest on a serial console, driven with pexpect.
 
 In the spirit of Buildroot's support/testing/infra/emulator.py: the class starts QEMU
-(through br2-external/board/cube/launch-vm, the launcher `make run` and `make try` use), logs every
+(through board/cube/launch-vm, the launcher `make run` and `make try` use), logs every
 console byte to a file, logs in, and runs shell commands through a private prompt,
 returning (output, exit status). Every timeout is multiplied by CUBE_TIMEOUT_FACTOR.
 """

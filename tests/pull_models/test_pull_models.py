@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "br2-external/package/cube-models/pull-models.sh"
+SCRIPT = ROOT / "package/cube-models/pull-models.sh"
 FAKE = Path(__file__).with_name("fake_ollama.py")
 DOUBLE = ROOT / "tests/doubles/ollama_double.py"
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"

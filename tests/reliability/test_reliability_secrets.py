@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CUBE_CONFIG = ROOT / "br2-external/scripts/cube-config"
+CUBE_CONFIG = ROOT / "generator/cube-config"
 
 # What a leaked credential looks like.
 SECRETS = {
@@ -128,7 +128,7 @@ def test_no_secret_in_the_rendered_image_files(backend, init, tmp_path):
     )
     # and what the tree copies into the image as it is
     rendered = [p for p in out.rglob("*") if p.is_file()]
-    overlay = [p for p in (ROOT / "br2-external/overlay").rglob("*") if p.is_file()]
+    overlay = [p for p in (ROOT / "overlay").rglob("*") if p.is_file()]
     assert rendered
     found = []
     for path in rendered + overlay:
@@ -149,7 +149,7 @@ def test_defconfigs_set_no_root_password():
 def test_first_boot_creates_the_key_file_the_agent_needs(tmp_path):
     """Both init systems run `cube-agent keys init` before the agent starts, and each run
     makes its own random admin key: nothing is shared between images."""
-    templates = ROOT / "br2-external/templates/cube-agent"
+    templates = ROOT / "generator/templates/cube-agent"
     unit = (templates / "usr/lib/systemd/system/cube-agent.service.j2").read_text()
     pre = re.findall(r"^ExecStartPre=\+(.*)$", unit, re.M)
     assert "/usr/bin/cube-agent keys init" in pre

@@ -15,7 +15,7 @@ import pytest
 from support import missing
 
 ROOT = Path(__file__).resolve().parents[2]
-CUBE_CONFIG = ROOT / "br2-external/scripts/cube-config"
+CUBE_CONFIG = ROOT / "generator/cube-config"
 UNITS = "usr/lib/systemd/system"
 BACKENDS = {
     "ollama": "BR2_PACKAGE_OLLAMA=y\nBR2_PACKAGE_CUBE_AGENT_BACKEND_OLLAMA=y\n",

@@ -171,7 +171,7 @@ def test_vllm_settings_match_what_the_image_renders(compose, tmp_path):
     subprocess.run(
         [
             sys.executable,
-            REPO / "br2-external/scripts/cube-config",
+            REPO / "generator/cube-config",
             "--config",
             config,
             "--out",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 EXTERNAL = REPO / "br2-external"
+# The external tree points at these (the layout the project was specified with).
+TREE = (EXTERNAL, REPO / "board", REPO / "package", REPO / "overlay", REPO / "generator")
 DEFCONFIGS = ("cube_cvm_defconfig", "cube_cvm_sysv_defconfig")
 # Variants of the systemd defconfig: each backend, and the guardrails stage on.
 VARIANTS = {

@@ -19,7 +19,7 @@ TINY_MODEL_SCRIPT = REPO / "scripts" / "make-tiny-model.py"
 # The model name the vLLM double serves unless told otherwise (Cube's default).
 VLLM_MODEL = "microsoft/DialoGPT-medium"
 # The chat template the image gives vLLM (DialoGPT has none of its own).
-VLLM_CHAT_TEMPLATE = REPO / "br2-external/templates/vllm/etc/vllm/chat-template.jinja"
+VLLM_CHAT_TEMPLATE = REPO / "generator/templates/vllm/etc/vllm/chat-template.jinja"
 # The name llama.cpp's server gives the tiny model (`--alias`).
 TINY_MODEL_NAME = "tiny"
 

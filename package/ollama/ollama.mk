@@ -27,7 +27,7 @@ endef
 
 # Render the env file, unit and init script from the .config.
 define OLLAMA_BUILD_CMDS
-	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/scripts/cube-config \
+	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/../generator/cube-config \
 		--config $(BR2_CONFIG) --out $(@D)/rendered
 endef
 

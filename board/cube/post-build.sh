@@ -14,7 +14,7 @@ printf 'post-build: BR2_CUBE_TEST_AUTOLOGIN: root logs in on ttyS0 without a pas
 
 if grep -qx 'BR2_INIT_SYSTEMD=y' "$BR2_CONFIG"; then
 	mkdir -p "$target/etc/systemd/system/serial-getty@ttyS0.service.d"
-	cp "$BR2_EXTERNAL_CUBE_PATH/board/cube/autologin.conf" \
+	cp "$BR2_EXTERNAL_CUBE_PATH/../board/cube/autologin.conf" \
 		"$target/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
 else
 	# Buildroot's inittab line for BR2_TARGET_GENERIC_GETTY_PORT;

@@ -5,7 +5,7 @@ pip resolves vLLM and its dependencies for the target (CPython 3.12,
 manylinux x86_64) without downloading anything; every chosen wheel is
 written with its URL and sha256. Needs network access to PyPI.
 
-    br2-external/package/vllm/update-pins.py [--vllm-version 0.10.2]
+    package/vllm/update-pins.py [--vllm-version 0.10.2]
 
 The CPython runtime vLLM runs on (python-build-standalone) is pinned in
 vllm.mk; its hash is kept here so that vllm.hash has one writer.

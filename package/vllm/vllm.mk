@@ -11,7 +11,7 @@ VLLM_PYTHON_VERSION = 3.12
 VLLM_SOURCE = cpython-3.12.14%2B20260814-x86_64-unknown-linux-gnu-install_only_stripped.tar.gz
 VLLM_SITE = https://github.com/astral-sh/python-build-standalone/releases/download/20260814
 # vLLM and every dependency as wheels, listed by update-pins.py.
-VLLM_EXTRA_DOWNLOADS = $(shell sed '/^\#/d' $(BR2_EXTERNAL_CUBE_PATH)/package/vllm/vllm-wheels.txt)
+VLLM_EXTRA_DOWNLOADS = $(shell sed '/^\#/d' $(BR2_EXTERNAL_CUBE_PATH)/../package/vllm/vllm-wheels.txt)
 VLLM_LICENSE = Apache-2.0 (vllm), BSD-3-Clause (pytorch), PSF-2.0 (cpython), \
 	NVIDIA proprietary (CUDA libraries), others (see each *.dist-info)
 VLLM_CPE_ID_VENDOR = vllm
@@ -31,7 +31,7 @@ endef
 
 # Render the env file, unit and init script from the .config.
 define VLLM_BUILD_CMDS
-	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/scripts/cube-config \
+	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/../generator/cube-config \
 		--config $(BR2_CONFIG) --out $(@D)/rendered
 endef
 

@@ -19,7 +19,7 @@ endef
 
 # Render the env file, unit and init script from the .config.
 define CUBE_AGENT_RENDER
-	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/scripts/cube-config \
+	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/../generator/cube-config \
 		--config $(BR2_CONFIG) --out $(@D)/rendered
 endef
 CUBE_AGENT_POST_BUILD_HOOKS += CUBE_AGENT_RENDER

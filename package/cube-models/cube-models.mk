@@ -14,7 +14,7 @@ define CUBE_MODELS_USERS
 endef
 
 define CUBE_MODELS_BUILD_CMDS
-	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/scripts/cube-config \
+	$(HOST_DIR)/bin/python3 $(BR2_EXTERNAL_CUBE_PATH)/../generator/cube-config \
 		--config $(BR2_CONFIG) --out $(@D)/rendered
 endef
 
