@@ -13,11 +13,19 @@ from support import Process, free_port
 from support.engines import OLLAMA_DOUBLE, start_ollama_double
 
 
-def cli(engine_or_host, *args, models_dir=None):
+NO_SERVER = (
+    "Error: ollama server not responding - could not connect to ollama server, "
+    "run 'ollama serve' to start it"
+)
+
+
+def cli(engine_or_host, *args, stdin=""):
+    """The CLI as a script runs it: stdin not a terminal (so `run` reads it), output captured."""
     host = getattr(engine_or_host, "hostport", engine_or_host)
     return subprocess.run(
         [sys.executable, OLLAMA_DOUBLE, *args],
         env={"OLLAMA_HOST": host, "PATH": "/usr/bin:/bin"},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=30,
@@ -27,19 +35,27 @@ def cli(engine_or_host, *args, models_dir=None):
 def test_pull_list_rm(ollama_double):
     pulled = cli(ollama_double, "pull", "starcoder2:3b")
     assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout == ""  # progress goes to stderr
+    assert pulled.stderr.splitlines()[0] == "pulling manifest"
     assert pulled.stderr.splitlines()[-1] == "success"
 
     listed = cli(ollama_double, "list")
     assert listed.returncode == 0
     header, *rows = listed.stdout.splitlines()
     assert header.split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    # tablewriter as cmd.go sets it up: columns 4 spaces apart, each cell padded
+    assert header.startswith("NAME" + " " * (len("nomic-embed-text:v1.5") - 4 + 4) + "ID")
+    assert all(row.endswith("    ") for row in rows)
     by_name = {row.split()[0]: row.split() for row in rows}
     assert set(by_name) == {"llama3.2:3b", "nomic-embed-text:v1.5", "starcoder2:3b"}
-    assert by_name["llama3.2:3b"][2:4] == ["2.0", "GB"]
     assert len(by_name["llama3.2:3b"][1]) == 12
+    assert by_name["llama3.2:3b"][3] in ("KB", "B")
+    assert " ".join(by_name["llama3.2:3b"][4:]) in ("Less than a second ago", "1 second ago") or (
+        by_name["llama3.2:3b"][5:] == ["seconds", "ago"]
+    )
 
     removed = cli(ollama_double, "rm", "starcoder2:3b")
-    assert removed.returncode == 0
+    assert (removed.returncode, removed.stdout) == (0, "deleted 'starcoder2:3b'\n")
     assert "starcoder2:3b" not in cli(ollama_double, "ls").stdout
 
     again = cli(ollama_double, "rm", "starcoder2:3b")
@@ -47,24 +63,93 @@ def test_pull_list_rm(ollama_double):
     assert again.stderr.strip() == "Error: model 'starcoder2:3b' not found"
 
 
+def test_list_takes_a_prefix(ollama_double):
+    listed = cli(ollama_double, "list", "NOMIC")
+    assert [row.split()[0] for row in listed.stdout.splitlines()[1:]] == ["nomic-embed-text:v1.5"]
+    assert cli(ollama_double, "ls", "zzz").stdout.splitlines()[1:] == []
+
+
+def test_pull_of_an_unknown_name_fails(ollama_double):
+    done = cli(ollama_double, "pull", "lama3.2:3b")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == "Error: pull model manifest: file does not exist"
+    bad = cli(ollama_double, "pull", "no such model!")
+    assert (bad.returncode, bad.stderr.strip()) == (1, "Error: 400 Bad Request: invalid model name")
+
+
 def test_run_prints_the_answer(ollama_double):
     ran = cli(ollama_double, "run", "llama3.2:3b", "hello", "there")
-    assert ran.returncode == 0
-    assert ran.stdout.strip() == "Echo: hello there"
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "Echo: hello there\n\n"
+    piped = cli(ollama_double, "run", "llama3.2:3b", "and", stdin="from stdin")
+    assert piped.stdout == "Echo: from stdin and\n\n"
+
+
+def test_run_pulls_a_missing_model_and_shows_thinking(ollama_double):
+    ran = cli(ollama_double, "run", "qwen3:0.6b", "why")
+    assert ran.returncode == 0, ran.stderr
+    assert "pulling manifest" in ran.stderr
+    assert ran.stdout == "Thinking...\nthinking about: why\n...done thinking.\n\nEcho: why\n\n"
+    hidden = cli(ollama_double, "run", "qwen3:0.6b", "--hidethinking", "why")
+    assert hidden.stdout == "Echo: why\n\n"
+    off = cli(ollama_double, "run", "--think=false", "qwen3:0.6b", "why")
+    assert off.stdout == "Echo: why\n\n"
+    refused = cli(ollama_double, "run", "--think", "llama3.2:3b", "why")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "Error: 400 Bad Request: registry.ollama.ai/library/llama3.2:3b does not support thinking"
+    )
+    unknown = cli(ollama_double, "run", "nosuch:1b", "hi")
+    assert unknown.returncode == 1
+    assert unknown.stderr.splitlines()[-1] == "Error: pull model manifest: file does not exist"
+
+
+def test_cp_ps_and_stop(ollama_double):
+    assert cli(ollama_double, "cp", "llama3.2:3b", "mine").stdout == "copied 'llama3.2:3b' to 'mine'\n"
+    cli(ollama_double, "run", "mine", "x")
+    header, *rows = cli(ollama_double, "ps").stdout.splitlines()
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    (row,) = rows
+    assert row.split()[0] == "mine:latest" and "100% CPU" in row and "from now" in row
+    assert cli(ollama_double, "stop", "mine").returncode == 0
+    assert cli(ollama_double, "ps").stdout.splitlines()[1:] == []
+    missing = cli(ollama_double, "stop", "nope")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1,
+        'Error: couldn\'t find model "nope" to stop',
+    )
+
+
+def test_argument_errors_are_cobras(ollama_double):
+    for args, message in (
+        (["pull"], "Error: accepts 1 arg(s), received 0"),
+        (["rm"], "Error: requires at least 1 arg(s), only received 0"),
+        (["cp", "a"], "Error: accepts 2 arg(s), received 1"),
+        (["frobnicate"], 'Error: unknown command "frobnicate" for "ollama"'),
+    ):
+        done = cli(ollama_double, *args)
+        assert (done.returncode, done.stderr.strip()) == (1, message), args
 
 
 def test_version_with_and_without_a_server(ollama_double):
-    assert cli(ollama_double, "--version").stdout.strip() == "ollama version is 0.12.3"
-    alone = cli(f"127.0.0.1:{free_port()}", "--version")
+    with_server = cli(ollama_double, "--version")
+    assert (with_server.returncode, with_server.stdout) == (0, "ollama version is 0.12.3\n")
+    alone = cli(f"127.0.0.1:{free_port()}", "-v")
     assert alone.returncode == 0
-    assert "could not connect to a running Ollama instance" in alone.stderr
+    assert alone.stdout == (  # versionHandler prints its warnings with fmt.Println
+        "Warning: could not connect to a running Ollama instance\n"
+        "Warning: client version is 0.12.3\n"
+    )
+    assert alone.stderr == ""
 
 
-@pytest.mark.parametrize("command", [["list"], ["pull", "llama3.2:3b"], ["rm", "x"]])
+@pytest.mark.parametrize(
+    "command", [["list"], ["pull", "llama3.2:3b"], ["rm", "x"], ["run", "m", "hi"], ["ps"]]
+)
 def test_client_commands_without_a_server_say_so(command):
     done = cli(f"127.0.0.1:{free_port()}", *command)
     assert done.returncode == 1
-    assert done.stderr.strip() == "Error: could not connect to ollama app, is it running?"
+    assert done.stderr.strip() == NO_SERVER
 
 
 def test_pulled_models_survive_a_restart(tmp_path):

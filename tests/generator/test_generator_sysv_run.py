@@ -37,7 +37,11 @@ serve)
 	exec sleep 120
 	;;
 list)
-	[ -e /tmp/engine-up ] || { echo "Error: could not connect to ollama app" >&2; exit 1; }
+	[ -e /tmp/engine-up ] || {
+		echo "Error: ollama server not responding - could not connect to ollama server," \
+			"run 'ollama serve' to start it" >&2
+		exit 1
+	}
 	echo "NAME ID SIZE MODIFIED"
 	[ -f /tmp/models ] && awk '{ print $1, "0123456789ab", "1 B", "now" }' /tmp/models
 	exit 0

@@ -1,4 +1,5 @@
-"""A scripted `ollama` CLI for pull-models.sh tests: only `list` and `pull`.
+"""A scripted `ollama` CLI for pull-models.sh tests: only `list` and `pull`, with Ollama
+0.12.3's texts (cmd/cmd.go, cmd/start_default.go): progress and errors on stderr, exit 1.
 
 State lives in the directory named by FAKE_OLLAMA_DIR:
   down_calls   the first N calls fail as if the engine were not running (default 0)
@@ -9,10 +10,18 @@ State lives in the directory named by FAKE_OLLAMA_DIR:
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
 state = Path(os.environ["FAKE_OLLAMA_DIR"])
+# What the server's model.ParseName accepts (types/model/name.go), roughly.
+PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+VALID_NAME = re.compile(rf"^(?:{PART}(?::\d+)?/)?(?:{PART}/)?{PART}(?::{PART})?$")
+NO_SERVER = (
+    "Error: ollama server not responding - could not connect to ollama server, "
+    "run 'ollama serve' to start it"
+)
 
 
 def read_lines(name: str) -> list[str]:
@@ -31,7 +40,7 @@ def main(argv: list[str]) -> int:
     gone = (state / "down_after").exists() and len(calls) >= int((state / "down_after").read_text())
     if len(calls) < down or gone:
         record("down")
-        print("Error: could not connect to ollama app, is it running?", file=sys.stderr)
+        print(NO_SERVER, file=sys.stderr)
         return 1
     models = read_lines("models")
     if argv == ["list"]:
@@ -43,15 +52,19 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "pull":
         name = argv[1] if ":" in argv[1].rsplit("/", 1)[-1] else argv[1] + ":latest"
         record(f"pull {argv[1]}")
+        if not VALID_NAME.match(argv[1]):
+            print("Error: 400 Bad Request: invalid model name", file=sys.stderr)
+            return 1
         failures = dict(line.split() for line in read_lines("fail_pulls"))
         failed_before = calls.count(f"pull {argv[1]}")
         if failed_before < int(failures.get(argv[1], 0)):
+            print("pulling manifest", file=sys.stderr)
             print("Error: pull model manifest: file does not exist", file=sys.stderr)
             return 1
         if name not in models:
             with (state / "models").open("a") as f:
                 f.write(name + "\n")
-        print("success")
+        print("pulling manifest\nsuccess", file=sys.stderr)
         return 0
     print(f"fake ollama: unexpected arguments {argv}", file=sys.stderr)
     return 64

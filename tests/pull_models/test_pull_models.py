@@ -225,11 +225,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("shell", ["busybox"], indirect=True)
-def test_against_the_ollama_double_that_starts_late(tmp_path, shell):
-    """The real CLI protocol: the Ollama double refuses connections for a while."""
-    port = free_port()
-    host = f"127.0.0.1:{port}"
+def double_on_path(tmp_path: Path, models: str, attempts: str, interval: str) -> dict:
+    """busybox applets and the Ollama double as `ollama`, nothing else; the env to run with."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     ollama = bin_dir / "ollama"
@@ -237,15 +234,27 @@ def test_against_the_ollama_double_that_starts_late(tmp_path, shell):
     ollama.chmod(0o755)
     for applet in APPLETS:
         (bin_dir / applet).symlink_to(BUSYBOX)
-    env = {
+    return {
         "PATH": str(bin_dir),
         "HOME": str(tmp_path),
-        "OLLAMA_HOST": host,
+        "OLLAMA_HOST": f"127.0.0.1:{free_port()}",
         "OLLAMA_MODELS": str(tmp_path / "models"),
-        "CUBE_MODELS": "llama3.2:3b nomic-embed-text:v1.5",
-        "CUBE_PULL_ATTEMPTS": "40",
-        "CUBE_PULL_INTERVAL": "0.25",
+        "CUBE_MODELS": models,
+        "CUBE_PULL_ATTEMPTS": attempts,
+        "CUBE_PULL_INTERVAL": interval,
     }
+
+
+def listed(env: dict) -> list[str]:
+    done = subprocess.run(["ollama", "list"], env=env, capture_output=True, text=True, timeout=30)
+    return sorted(line.split()[0] for line in done.stdout.splitlines()[1:])
+
+
+@pytest.mark.parametrize("shell", ["busybox"], indirect=True)
+def test_against_the_ollama_double_that_starts_late(tmp_path, shell):
+    """The real CLI protocol: the Ollama double refuses connections for a while."""
+    env = double_on_path(tmp_path, "llama3.2:3b nomic-embed-text:v1.5", "40", "0.25")
+    host = env["OLLAMA_HOST"]
     server = subprocess.Popen(
         [sys.executable, str(DOUBLE), "serve", "--ready-after", "2"],
         env=env,
@@ -260,11 +269,7 @@ def test_against_the_ollama_double_that_starts_late(tmp_path, shell):
         assert f"attempt 1/40: engine not answering at {host}" in run.stdout
         assert "pulled llama3.2:3b" in run.stdout
         assert "pulled nomic-embed-text:v1.5" in run.stdout
-        listed = subprocess.run(
-            [str(ollama), "list"], env=env, capture_output=True, text=True, timeout=30
-        )
-        names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
-        assert sorted(names) == ["llama3.2:3b", "nomic-embed-text:v1.5"]
+        assert listed(env) == ["llama3.2:3b", "nomic-embed-text:v1.5"]
 
         again = subprocess.run(
             [*shell, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60
@@ -277,9 +282,37 @@ def test_against_the_ollama_double_that_starts_late(tmp_path, shell):
         server.wait(timeout=10)
 
 
+@pytest.mark.parametrize("shell", ["busybox"], indirect=True)
+def test_a_typo_in_cube_models_fails_against_the_ollama_double(tmp_path, shell):
+    """The registry lacks "lama3.2:3b": the real engine's pull fails, and so must the script."""
+    env = double_on_path(tmp_path, "llama3.2:3b lama3.2:3b", "2", "0")
+    server = subprocess.Popen(
+        [sys.executable, str(DOUBLE), "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        run = subprocess.run(
+            [*shell, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "pulled llama3.2:3b" in run.stdout
+        assert "attempt 2/2: could not pull lama3.2:3b" in run.stdout
+        assert "Error: pull model manifest: file does not exist" in run.stderr
+        assert "gave up after 2 attempts: could not pull lama3.2:3b" in run.stderr
+        assert listed(env) == ["llama3.2:3b"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def test_model_names_are_not_expanded_as_file_patterns(engine, tmp_path):
-    # A "*" in CUBE_MODELS must reach ollama as it is, whatever the working directory holds.
+    # A "*" in CUBE_MODELS must reach ollama as it is, whatever the working directory holds;
+    # the engine then refuses the name, as Ollama does.
     (tmp_path / "qwen-notes.txt").touch()
-    run = engine(models="qwen* llama3.2:3b")
-    assert run.status == 0, run.err
+    run = engine(models="qwen* llama3.2:3b", attempts="1")
     assert run.pulls == ["qwen*", "llama3.2:3b"]
+    assert run.status == 1
+    assert "Error: 400 Bad Request: invalid model name" in run.err
+    assert "gave up after 1 attempts: could not pull qwen*" in run.err
