@@ -10,7 +10,8 @@ in the offline test image only. Every behaviour below was read in Ollama v0.12.3
 Reproduced:
 - Registry: a fixed catalogue stands in for registry.ollama.ai: llama3.2:3b (= llama3.2,
   completion+tools), starcoder2:3b (completion+insert), nomic-embed-text:v1.5 (= :latest,
-  embedding), qwen3:0.6b (completion+tools+thinking). Pulling any other name streams
+  embedding), qwen3:0.6b (completion+tools+thinking), gpt-oss:20b (= gpt-oss; thinks
+  always, as the harmony parser returns its analysis channel). Pulling any other name streams
   `{"error":"pull model manifest: file does not exist"}` after "pulling manifest" (500 with
   `stream: false`) and `ollama pull` exits 1 [server/images.go PullModel,
   makeRequestWithRetry]. Progress: "pulling manifest", "pulling <digest[7:19]>" with
@@ -25,7 +26,8 @@ Reproduced:
   pruned unless OLLAMA_NOPRUNE [routes.go Serve, images.go PruneLayers].
 - Capabilities come from the store as Ollama derives them: embedding when the GGUF has
   `<arch>.pooling_type`, else completion; tools/insert when the template uses .Tools/.Suffix;
-  thinking when it wraps .Thinking in tags [server/images.go Capabilities, thinking/template.go].
+  thinking when it wraps .Thinking in tags or is gpt-oss [server/images.go Capabilities,
+  thinking/template.go].
   Refusals: tools without the tools capability, `think: true` without thinking, `suffix`
   without insert: 400 `<full name> does not support <caps>` (e.g.
   `registry.ollama.ai/library/starcoder2:3b does not support tools`); chat/generate on an
@@ -61,8 +63,9 @@ Reproduced:
   arguments an object, `index` omitted when 0; /v1: id `call_<8>`, arguments a string,
   `finish_reason: "tool_calls"`, the whole call in one chunk as Ollama streams it); a last
   `tool` message gives `tool said: <content>`; `think: true` gives `thinking about: <last user
-  message>` (`message.thinking`, generate's `thinking`, /v1 `reasoning`) before the answer
-  [api/types.go, openai/openai.go toChunk/toChatCompletion].
+  message>` (`message.thinking`, generate's `thinking`, /v1 `reasoning`) before the answer;
+  /v1 asks with `reasoning_effort`, a string `think` that only gpt-oss accepts
+  [api/types.go, openai/openai.go toChunk/toChatCompletion/fromChatRequest].
 - Model management: /api/tags, /api/ps, /api/show (model_info read from the GGUF, modelfile,
   parameters, capabilities), /api/pull, DELETE /api/delete, /api/copy, /api/create (`from` a
   model, or `files` uploaded with POST /api/blobs/:digest; template, system, license,
@@ -887,8 +890,9 @@ class Store:
         self.lock = threading.RLock()
 
     def blob_path(self, digest):
+        """GetBlobsPath; ValueError for a malformed digest."""
         if not DIGEST_RE.match(digest or ""):
-            raise ApiError(400, "invalid digest format")
+            raise ValueError("invalid digest format")
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         return self.blobs_dir / digest.replace(":", "-")
 
@@ -971,12 +975,12 @@ class Store:
         path = self.manifest_path(name)
         with self.lock:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
             tmp.write_bytes(raw)
             tmp.replace(path)
 
-    def used_digests(self, skip=None):
-        return {d for n, m in self.manifests().items() if n != skip for d in m.digests()}
+    def used_digests(self):
+        return {d for m in self.manifests().values() for d in m.digests()}
 
     def remove(self, manifest):
         """Manifest.Remove and RemoveLayers: the manifest, then the blobs no one else uses."""
@@ -986,7 +990,7 @@ class Store:
             used = self.used_digests()
             for digest in manifest.digests():
                 if digest not in used:
-                    with contextlib.suppress(FileNotFoundError, ApiError):
+                    with contextlib.suppress(OSError, ValueError):
                         self.blob_path(digest).unlink()
 
     def prune_directories(self, path):
@@ -1083,7 +1087,10 @@ class _Decoder:
                 if not isinstance(value, list):
                     self.mismatch(value, name, struct, path)
                     return None
-                return [self.check(v, element, struct, path) for v in value]
+                items = [self.check(v, element, struct, path) for v in value]
+                # a null element is the element type's zero value
+                zero = {"string": "", "int": 0, "bool": False}.get(element, {})
+                return [zero if item is None else item for item in items]
             if not isinstance(value, dict):
                 self.mismatch(value, name, struct, path)
                 return None
@@ -1225,7 +1232,6 @@ def image_field(value):
 
 
 ANY_MAP = ("map", "any", "map[string]interface {}")
-STRINGS = ("[]", "string", "[]string")
 TOOL_CALL = Struct(
     "ToolCall",
     {
@@ -1697,10 +1703,20 @@ class Panic(Exception):
     """A nil dereference in Ollama: gin's recovery answers 500 with no body."""
 
 
+def guarded(items):
+    """A stream's items; a failure on the way becomes the {"error": ...} line Ollama sends."""
+    try:
+        yield from items
+    except ApiError as e:
+        yield {"error": e.message}
+    except (OSError, ValueError) as e:
+        yield {"error": str(e)}
+
+
 def wait_for_stream(items):
     """waitForStream: the last progress, or the first error (status 500 unless it says)."""
     last = {}
-    for item in items:
+    for item in guarded(items):
         if "error" in item:
             status = item.get("status") if isinstance(item.get("status"), int) else 500
             raise ApiError(status, item["error"])
@@ -2034,7 +2050,7 @@ def tags(app, _req=None):
         if manifest.config.get("digest"):
             try:
                 config = json.loads(app.store.blob_path(manifest.config["digest"]).read_bytes())
-            except (OSError, ValueError, ApiError) as e:
+            except (OSError, ValueError) as e:
                 log("WARN", "bad manifest filepath", name=name, error=e)
                 continue
         shown = name.short()
@@ -2319,6 +2335,45 @@ def create(app, req):
     return wait_for_stream(items) if req.get("stream", True) is False else Stream(items)
 
 
+MODEL_LAYERS = (
+    "application/vnd.ollama.image.model",
+    "application/vnd.ollama.image.projector",
+    "application/vnd.ollama.image.adapter",
+)
+
+
+def from_model(app, source):
+    """parseFromModel: the source's layers (pulled first when missing, progress yielded);
+    returns (layers, GGUF metadata of the model layers)."""
+    store = app.store
+    try:
+        manifest = store.manifest(source)
+    except FileNotFoundError:
+        for item in pull_progress(app, source):
+            yield item
+            if "error" in item:
+                return [], []
+        manifest = store.manifest(source)
+    layers, ggufs = [], []
+    for layer in manifest.layers:
+        path = store.blob_path(layer["digest"])
+        if not path.exists():
+            yield {"error": f"stat {path}: no such file or directory"}
+            return [], []
+        if layer["mediaType"] in MODEL_LAYERS:
+            ggufs.append(gguf_metadata(path))
+        layers.append(
+            {
+                "mediaType": layer["mediaType"],
+                "digest": layer["digest"],
+                "size": path.stat().st_size,
+                "from": source.short(),
+                "status": f"using existing layer {layer['digest']}",
+            }
+        )
+    return layers, ggufs
+
+
 def create_progress(app, req, name):
     """What CreateHandler's goroutine sends: progress dicts, {"error": ...} on failure."""
     store = app.store
@@ -2335,40 +2390,8 @@ def create_progress(app, req, name):
         if req.get("remote_host"):
             yield {"error": "remote models are not reproduced by the double", "status": 400}
             return
-        try:
-            try:
-                manifest = store.manifest(source)
-            except FileNotFoundError:
-                for item in pull_progress(app, source):
-                    yield item
-                    if "error" in item:
-                        raise ApiError(500, item["error"]) from None
-                manifest = store.manifest(source)
-            for layer in manifest.layers:
-                path = store.blob_path(layer["digest"])
-                entry = {
-                    "mediaType": layer["mediaType"],
-                    "digest": layer["digest"],
-                    "size": path.stat().st_size,
-                    "from": source.short(),
-                    "status": f"using existing layer {layer['digest']}",
-                }
-                if layer["mediaType"] in (
-                    "application/vnd.ollama.image.model",
-                    "application/vnd.ollama.image.projector",
-                    "application/vnd.ollama.image.adapter",
-                ):
-                    ggufs.append(gguf_metadata(path))
-                layers.append(entry)
-        except ApiError:
-            layers, ggufs = [], []  # CreateHandler sends the error and carries on
-        except (OSError, ValueError) as e:
-            yield {
-                "error": f"stat {getattr(e, 'filename', '')}: no such file or directory"
-                if isinstance(e, FileNotFoundError)
-                else str(e)
-            }
-            layers, ggufs = [], []
+        # parseFromModel; on an error CreateHandler reports it and carries on without layers
+        layers, ggufs = yield from from_model(app, source)
     elif req.get("files"):
         for _, digest in sorted(req["files"].items()):
             yield {"status": "parsing GGUF"}
@@ -2383,8 +2406,8 @@ def create_progress(app, req, name):
             except FileNotFoundError as e:
                 yield {"error": f"open {e.filename}: no such file or directory"}
                 return
-            except (ApiError, ValueError) as e:
-                yield {"error": getattr(e, "message", str(e))}
+            except ValueError as e:
+                yield {"error": str(e)}
                 return
             layers.append(
                 {
@@ -3154,18 +3177,23 @@ class Handler(BaseHTTPRequestHandler):
         """A native route: decode, run, answer as gin does."""
         try:
             reply = function(self.app, decode_body(self.body, shape) if shape else {})
-            if isinstance(reply, Stream):
-                lines = (go_json(item).encode() + b"\n" for item in reply.items)
-                self.send_stream(lines, "application/x-ndjson", generation=reply.generation)
-            elif isinstance(reply, Empty):
-                self.send_bytes(reply.status, b"", None)
-            else:
-                data = go_json(reply.obj).encode()
-                self.send_answer(data, "application/json; charset=utf-8", generation)
         except ApiError as e:
             self.send_json(e.status, {"error": e.message})
+            return
+        except (OSError, ValueError) as e:  # what Go answers as 500 err.Error()
+            self.send_json(500, {"error": str(e)})
+            return
         except Panic:
             self.send_bytes(500, b"", None)
+            return
+        if isinstance(reply, Stream):
+            lines = (go_json(item).encode() + b"\n" for item in guarded(reply.items))
+            self.send_stream(lines, "application/x-ndjson", generation=reply.generation)
+        elif isinstance(reply, Empty):
+            self.send_bytes(reply.status, b"", None)
+        else:
+            data = go_json(reply.obj).encode()
+            self.send_answer(data, "application/json; charset=utf-8", generation)
 
     def openai(self, shape, convert, run, render, generation=False):
         """A /v1 route: the middleware's decoding and conversion, Ollama's handler, the
@@ -3183,10 +3211,14 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as e:  # BaseWriter.writeError: the handler's status, typed api_error
             self.send_json(e.status, openai_error(500, e.message), encoder=True)
             return
+        except (OSError, ValueError) as e:
+            self.send_json(500, openai_error(500, str(e)), encoder=True)
+            return
         except Panic:
             self.send_bytes(500, b"", None)
             return
         if isinstance(reply, Stream):
+            reply.items = guarded(reply.items)
             events = render(reply)
             lines = (
                 b"data: " + (e if isinstance(e, str) else go_json(e)).encode() + b"\n\n"
@@ -3242,8 +3274,8 @@ class Handler(BaseHTTPRequestHandler):
     def head_blob(self, digest):
         try:
             path = self.app.store.blob_path(digest)
-        except ApiError as e:
-            self.send_json(400, {"error": e.message})
+        except ValueError as e:
+            self.send_json(400, {"error": str(e)})
             return
         if not path.exists():
             self.send_json(404, {"error": f"blob {go_quote(digest)} not found"})
@@ -3254,8 +3286,8 @@ class Handler(BaseHTTPRequestHandler):
         store = self.app.store
         try:
             path = store.blob_path(digest)
-        except ApiError as e:
-            self.send_json(400, {"error": e.message})
+        except ValueError as e:
+            self.send_json(400, {"error": str(e)})
             return
         if path.exists():
             self.send_bytes(200, b"", None)
