@@ -69,7 +69,9 @@ def test_chat_streams_by_default_and_when_stream_is_null(ollama_double, stream):
     body = {"model": "llama3.2:3b", "messages": user("one two three")}
     if stream is None:
         body["stream"] = None  # Ollama: `req.Stream != nil && !*req.Stream` -> null streams
-    request = urllib.request.Request(ollama_double.url + "/api/chat", data=json.dumps(body).encode())
+    request = urllib.request.Request(
+        ollama_double.url + "/api/chat", data=json.dumps(body).encode()
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.headers["Content-Type"] == "application/x-ndjson"
         parts = [json.loads(line) for line in response]
@@ -338,7 +340,12 @@ def test_an_unknown_format_is_the_runners_error(ollama_double):
 
 def test_unknown_model_errors_per_endpoint(ollama_double):
     for path, body, status, message in (
-        ("/api/chat", {"model": "mistral", "messages": user("x")}, 404, "model 'mistral' not found"),
+        (
+            "/api/chat",
+            {"model": "mistral", "messages": user("x")},
+            404,
+            "model 'mistral' not found",
+        ),
         ("/api/generate", {"model": "mistral", "prompt": "x"}, 404, "model 'mistral' not found"),
         ("/api/generate", {"prompt": "x"}, 404, "model '' not found"),
         ("/api/chat", {"messages": user("x")}, 400, "model is required"),
@@ -403,7 +410,10 @@ def test_an_option_of_the_wrong_type_is_500(ollama_double):
         "/api/generate",
         {"model": "llama3.2:3b", "prompt": "x", "options": {"num_predict": "3"}},
     )
-    assert (r.status_code, r.json()) == (500, {"error": 'option "num_predict" must be of type integer'})
+    assert (r.status_code, r.json()) == (
+        500,
+        {"error": 'option "num_predict" must be of type integer'},
+    )
 
 
 # -- Ollama's OpenAI-compatible API, with the unmodified openai client

@@ -12,7 +12,6 @@ import pytest
 from support import Process, free_port
 from support.engines import OLLAMA_DOUBLE, start_ollama_double
 
-
 NO_SERVER = (
     "Error: ollama server not responding - could not connect to ollama server, "
     "run 'ollama serve' to start it"
@@ -105,7 +104,9 @@ def test_run_pulls_a_missing_model_and_shows_thinking(ollama_double):
 
 
 def test_cp_ps_and_stop(ollama_double):
-    assert cli(ollama_double, "cp", "llama3.2:3b", "mine").stdout == "copied 'llama3.2:3b' to 'mine'\n"
+    assert (
+        cli(ollama_double, "cp", "llama3.2:3b", "mine").stdout == "copied 'llama3.2:3b' to 'mine'\n"
+    )
     cli(ollama_double, "run", "mine", "x")
     header, *rows = cli(ollama_double, "ps").stdout.splitlines()
     assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]

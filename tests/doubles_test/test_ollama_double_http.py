@@ -204,7 +204,9 @@ def test_local_host_names_and_addresses_are_let_through(ollama_double, host):
     assert (status, body) == (200, b'{"version":"0.12.3"}'), host
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:11434", "8.8.8.8", "localhost.evil"])
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:11434", "8.8.8.8", "localhost.evil"]
+)
 def test_other_host_headers_are_403_on_a_loopback_listener(ollama_double, host):
     status, _, body = request(ollama_double, "GET", "/api/version", {"Host": host})
     assert (status, body) == (403, b""), host

@@ -111,7 +111,11 @@ def test_capability_refusals_use_ollamas_texts(ollama_double):
     for path, body, message in (
         (
             "/api/chat",
-            {"model": "starcoder2:3b", "messages": [{"role": "user", "content": "x"}], "tools": [tool]},
+            {
+                "model": "starcoder2:3b",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [tool],
+            },
             "registry.ollama.ai/library/starcoder2:3b does not support tools",
         ),
         (
@@ -136,7 +140,11 @@ def test_capability_refusals_use_ollamas_texts(ollama_double):
         ),
         (
             "/api/chat",
-            {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "x"}], "think": "high"},
+            {
+                "model": "qwen3:0.6b",
+                "messages": [{"role": "user", "content": "x"}],
+                "think": "high",
+            },
             'think value "high" is not supported for this model',
         ),
     ):
@@ -295,9 +303,9 @@ def test_create_from_a_model_with_a_system_prompt(ollama_double):
     assert shown["details"]["parent_model"] == "llama3.2:3b"
     assert shown["capabilities"] == ["completion", "tools"]
     assert "SYSTEM Talk like a pirate." in shown["modelfile"]
-    assert c.chat(model="pirate", messages=[{"role": "user", "content": "ahoy"}]).message.content == (
-        "Echo: ahoy"
-    )
+    assert c.chat(
+        model="pirate", messages=[{"role": "user", "content": "ahoy"}]
+    ).message.content == ("Echo: ahoy")
     templated = c.create("fim", from_="llama3.2:3b", template="{{ .Prompt }}{{ .Suffix }}")
     assert templated.status == "success"
     assert c.show("fim").capabilities == ["completion", "insert"]
@@ -311,8 +319,16 @@ def test_create_pulls_a_missing_source_and_refuses_bad_requests(ollama_double):
     for body, status, message in (
         ({"model": "x", "stream": False}, 400, "neither 'from' or 'files' was specified"),
         ({"model": "bad name!", "from": "llama3.2:3b"}, 400, "invalid model name"),
-        ({"model": "x", "from": "nowhere:1b", "stream": False}, 500, "pull model manifest: file does not exist"),
-        ({"model": "x", "files": {"../m.gguf": "sha256:" + "0" * 64}}, 400, "file path must be relative"),
+        (
+            {"model": "x", "from": "nowhere:1b", "stream": False},
+            500,
+            "pull model manifest: file does not exist",
+        ),
+        (
+            {"model": "x", "files": {"../m.gguf": "sha256:" + "0" * 64}},
+            400,
+            "file path must be relative",
+        ),
     ):
         r = post(ollama_double, "/api/create", body)
         assert (r.status_code, r.json()) == (status, {"error": message}), body
@@ -320,7 +336,7 @@ def test_create_pulls_a_missing_source_and_refuses_bad_requests(ollama_double):
 
 def test_create_from_an_uploaded_gguf_blob(ollama_double):
     manifest = json.loads(manifest_file(ollama_double, "nomic-embed-text:v1.5").read_bytes())
-    gguf = (ollama_double.models_dir / "blobs" / manifest["layers"][0]["digest"].replace(":", "-"))
+    gguf = ollama_double.models_dir / "blobs" / manifest["layers"][0]["digest"].replace(":", "-")
     data = gguf.read_bytes()
     digest = "sha256:" + hashlib.sha256(data + b"\0").hexdigest()
     url = ollama_double.url + "/api/blobs/" + digest
@@ -339,7 +355,11 @@ def test_create_from_an_uploaded_gguf_blob(ollama_double):
     assert len(c.embed(model="embedder", input="x").embeddings[0]) == 768
     text_digest = "sha256:" + hashlib.sha256(b"not gguf").hexdigest()
     httpx.post(ollama_double.url + "/api/blobs/" + text_digest, content=b"not gguf")
-    r = post(ollama_double, "/api/create", {"model": "y", "files": {"m.gguf": text_digest}, "stream": False})
+    r = post(
+        ollama_double,
+        "/api/create",
+        {"model": "y", "files": {"m.gguf": text_digest}, "stream": False},
+    )
     assert (r.status_code, r.json()) == (400, {"error": "supplied file was not in GGUF format"})
 
 
