@@ -8,14 +8,16 @@ HELP_LINES += '' 'Developer sandbox:' \
 	'  down                     stop whatever up-* started'
 
 SANDBOX := scripts/sandbox
+# The generator needs Python 3 and Jinja2 only, so switching engines needs no venv.
+GENERATOR_PYTHON ?= python3
 
 .PHONY: config-ollama config-vllm up-ollama up-vllm up-sandbox down
 
 config-ollama:
-	@PYTHON=$(PYTHON) $(SANDBOX)/config-env.sh http://ollama:11434
+	@PYTHON=$(GENERATOR_PYTHON) $(SANDBOX)/config-env.sh http://ollama:11434
 
 config-vllm:
-	@PYTHON=$(PYTHON) $(SANDBOX)/config-env.sh http://vllm:8000
+	@PYTHON=$(GENERATOR_PYTHON) $(SANDBOX)/config-env.sh http://vllm:8000
 
 up-ollama: config-ollama
 	@$(SANDBOX)/compose-up.sh ollama

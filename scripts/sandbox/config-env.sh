@@ -3,7 +3,7 @@
 # every other line alone. A missing .env is first rendered by the generator from
 # scripts/sandbox/sandbox.config, the way the image renders /etc/default/cube-agent.
 #
-#   config-env.sh URL        (ENV_FILE=.env, PYTHON=python3 by default)
+#   config-env.sh URL        (ENV_FILE=.env, PYTHON=python3 by default: it needs only Jinja2)
 set -eu
 
 usage() {
@@ -32,6 +32,10 @@ env_file=${ENV_FILE:-$repo/.env}
 python=${PYTHON:-python3}
 
 if [ ! -f "$env_file" ]; then
+	if ! "$python" -c 'import jinja2' 2>/dev/null; then
+		echo "config-env.sh: '$python' cannot import jinja2, the generator's one requirement: apt-get install python3-jinja2 (Debian), or name another Python with GENERATOR_PYTHON=" >&2
+		exit 1
+	fi
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
 	"$python" "$repo/generator/cube-config" \
