@@ -8,6 +8,9 @@
   skipped when `llama-cpp-server` is not installed, a failure when CI is set).
 - `image_python`: the image's Python with Buildroot's versions of every Python package of
   cube_cvm_defconfig with guardrails on, and the agent (support/image_python.py).
+- `vllm_server`: vLLM 0.10.2's real OpenAI server (CPU build) with a tiny random Llama that
+  has its own chat template, as model "tiny-vllm" (session-wide, started once: about a
+  minute; installed once into a cached Debian root, support/vllm.py; needs root).
 For doubles with fault-injection flags, call `support.engines.start_ollama_double()` /
 `start_openai_double()` and stop them in a `finally`.
 """
@@ -32,6 +35,7 @@ from support.engines import (
     start_openai_double,
 )
 from support.image_python import ImagePython, build_image_python
+from support.vllm import VllmServer, start_vllm_server, vllm_unavailable
 
 
 @pytest.fixture
@@ -90,3 +94,23 @@ def image_python(tmp_path_factory: pytest.TempPathFactory) -> ImagePython:
     image = build_image_python(buildroot, out.show_info())
     image.install_agent(tmp_path_factory.mktemp("agent-wheel"))
     return image
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    reason = vllm_unavailable()
+    if reason:
+        missing(reason)
+    server = start_vllm_server(tmp_path_factory.mktemp("vllm"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What the real vLLM cost this run (install and start), for CI's log."""
+    from support.vllm import TIMINGS
+
+    if TIMINGS:
+        terminalreporter.write_line("vllm: " + ", ".join(TIMINGS))
