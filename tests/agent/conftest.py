@@ -2,8 +2,8 @@
 
 `agent_factory(target_url, **env)` starts `cube-agent serve` on a free port with
 UV_CUBE_AGENT_* settings and stops it after the test; `engine` is parametrized over the
-engines the same client code must work with (the Ollama double, the vLLM double, and
-llama.cpp's real server with the tiny model).
+engines the same client code must work with (the Ollama double, the vLLM double, vLLM's real
+server with a tiny model, and llama.cpp's real server with the tiny model).
 """
 
 from __future__ import annotations
@@ -83,12 +83,13 @@ def agent_factory(keys: Keys) -> Iterator[Callable[..., Agent]]:
         agent.process.stop()
 
 
-@pytest.fixture(scope="module", params=["ollama", "vllm", "llama.cpp"])
+@pytest.fixture(scope="module", params=["ollama", "vllm", "vllm-real", "llama.cpp"])
 def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The engine behind the agent; client code must not care which one it is. One per
     module (starting engines dominates the run time), so tests must not change its state."""
-    if request.param == "llama.cpp":
-        yield request.getfixturevalue("llama_server")
+    real = {"llama.cpp": "llama_server", "vllm-real": "vllm_server"}
+    if request.param in real:  # session-wide
+        yield request.getfixturevalue(real[request.param])
         return
     if request.param == "ollama":
         started = start_ollama_double(

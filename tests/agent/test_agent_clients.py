@@ -1,9 +1,9 @@
 """The unmodified `openai` and `ollama` clients, and curl, through the agent.
 
-The same client code runs against every engine (Ollama double, vLLM double, llama.cpp's
-real server); only UV_CUBE_AGENT_TARGET_URL differs. The doubles answer "Echo: <last user
-message>", so content is checked exactly there; llama.cpp's tiny random model writes
-gibberish, so with it only the protocol is checked.
+The same client code runs against every engine (Ollama double, vLLM double, vLLM's and
+llama.cpp's real servers); only UV_CUBE_AGENT_TARGET_URL differs. The doubles answer
+"Echo: <last user message>", so content is checked exactly there; the real engines' tiny
+random models write gibberish, so with them only the protocol is checked.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import subprocess
 
 import ollama
 import openai
+from support.engines import TINY_MODEL_NAME
+from support.vllm import MODEL_NAME as REAL_VLLM_MODEL
 
 PROMPT = "hello world"
 ECHO = "Echo: hello world"
 
 
 def echoes(agent) -> bool:
-    return agent.model != "tiny"
+    return agent.model not in (TINY_MODEL_NAME, REAL_VLLM_MODEL)
 
 
 def openai_client(agent, prefix: str = "", key: str | None = None) -> openai.OpenAI:
