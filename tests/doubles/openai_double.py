@@ -15,9 +15,15 @@ Reproduced:
   carries the role, last one the `finish_reason`, then a usage chunk when
   `stream_options.include_usage`, then `data: [DONE]`), `/v1/embeddings` (floats or base64,
   only when started with `--task embed` / `--runner pooling`, as vLLM).
-- Errors in vLLM's shape `{"object":"error","message":…,"type":…,"param":null,"code":…}`:
-  404 NotFoundError for an unknown model, 400 BadRequestError for bad bodies and for prompts
-  plus `max_tokens` beyond `--max-model-len`, 401 `{"error":"Unauthorized"}` with `--api-key`.
+- Errors in vLLM's shape `{"error":{"message":…,"type":…,"param":null,"code":…}}`:
+  404 NotFoundError for an unknown model, 400 "Bad Request" for a body that is not JSON, lacks
+  a field or is not sent as `application/json`, 400 BadRequestError for prompts plus
+  `max_tokens` beyond `--max-model-len`, 401 `{"error":"Unauthorized"}` with `--api-key`.
+  Also as vLLM 0.10.2 does: a JSON body that is not an object gets a plain-text 500, and
+  `/v1/embeddings` on a model that does not embed answers **200** with an error body.
+- The answers' and chunks' keys and value types are vLLM 0.10.2's (fields the double has no
+  value for are null), checked against the real server by
+  tests/doubles_test/test_openai_double_contract.py.
 - Answers are deterministic: "Echo: <last user message>", one word per chunk; a token is a
   word. `max_tokens` cuts the answer (`finish_reason: "length"`).
 
@@ -79,6 +85,21 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.kind = kind or {400: "BadRequestError", 404: "NotFoundError"}.get(status, "Error")
+
+    def body(self):
+        return {"error": {"message": self.message, "type": self.kind, "param": None,
+                          "code": self.status}}  # fmt: skip
+
+
+class InvalidRequest(ApiError):
+    """What FastAPI's request validation refuses (vLLM's type for it: "Bad Request")."""
+
+    def __init__(self, message):
+        super().__init__(400, message, "Bad Request")
+
+
+class ServerError(Exception):
+    """vLLM's uncaught exceptions: a plain-text 500."""
 
 
 def dumps(obj):
@@ -146,16 +167,9 @@ class Handler(BaseHTTPRequestHandler):
                 return
             route(self)
         except ApiError as e:
-            self.send_json(
-                e.status,
-                {
-                    "object": "error",
-                    "message": e.message,
-                    "type": e.kind,
-                    "param": None,
-                    "code": e.status,
-                },
-            )
+            self.send_json(e.status, e.body())
+        except ServerError:
+            self.send_bytes(500, b"Internal Server Error", "text/plain; charset=utf-8")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
@@ -168,17 +182,24 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def json_body(self):
+        raw = self.read_body()
+        media_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise InvalidRequest(
+                " [\"Unsupported Media Type: Only 'application/json' is allowed\"]"
+            )
         try:
-            body = json.loads(self.read_body() or b"null")
+            body = json.loads(raw or b"null")
         except ValueError as e:
-            raise ApiError(400, f"JSON decode error: {e}") from None
+            raise InvalidRequest(f"JSON decode error: {e}") from None
         if not isinstance(body, dict):
-            raise ApiError(400, "Input should be a valid dictionary")
+            raise ServerError()  # vLLM 0.10.2 fails on it
         return body
 
     def send_bytes(self, status, data, content_type):
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        if content_type:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -239,7 +260,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes
 
     def health(self):
-        self.send_bytes(200, b"", "application/json")
+        self.send_bytes(200, b"", None)
 
     def version(self):
         self.send_json(200, {"version": VERSION})
@@ -254,7 +275,22 @@ class Handler(BaseHTTPRequestHandler):
             "root": args.model,
             "parent": None,
             "max_model_len": args.max_model_len,
-            "permission": [],
+            "permission": [
+                {
+                    "id": f"modelperm-{uuid.uuid4().hex}",
+                    "object": "model_permission",
+                    "created": int(time.time()),
+                    "allow_create_engine": False,
+                    "allow_sampling": True,
+                    "allow_logprobs": True,
+                    "allow_search_indices": False,
+                    "allow_view": True,
+                    "allow_fine_tuning": False,
+                    "organization": "*",
+                    "group": None,
+                    "is_blocking": False,
+                }
+            ],
         }
         self.send_json(200, {"object": "list", "data": [model]})
 
@@ -297,7 +333,7 @@ class Handler(BaseHTTPRequestHandler):
             self.check_chat_template(name)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
-                raise ApiError(400, "messages: Field required")
+                raise InvalidRequest("messages: Field required")
             prompt_tokens = sum(
                 count_tokens(message_text(m.get("content")))
                 for m in messages
@@ -310,7 +346,7 @@ class Handler(BaseHTTPRequestHandler):
             if isinstance(text, list) and len(text) == 1:
                 text = text[0]
             if not isinstance(text, str):
-                raise ApiError(400, "prompt: Input should be a valid string")
+                raise InvalidRequest("prompt: Input should be a valid string")
             prompt_tokens = count_tokens(text)
         budget = self.max_tokens(body, prompt_tokens)
         words = reply_words(text)
@@ -334,51 +370,57 @@ class Handler(BaseHTTPRequestHandler):
             "model": name,
         }
 
-        def choice(text, finish, delta=None):
-            if kind == "chat" and delta is None:
-                part = {
-                    "message": {
-                        "role": "assistant",
-                        "reasoning_content": None,
-                        "content": text,
-                        "tool_calls": [],
-                    }
-                }
-            elif kind == "chat":
-                part = {"delta": delta}
-            else:
-                part = {"text": text}
-            return {
-                "index": 0,
-                **part,
-                "logprobs": None,
-                "finish_reason": finish,
-                "stop_reason": None,
-            }
-
+        chat = kind == "chat"
         if not body.get("stream"):
-            self.send_answer(
-                {
-                    **head,
-                    "choices": [choice("".join(words), reason)],
-                    "usage": usage,
-                    "prompt_logprobs": None,
-                    "kv_transfer_params": None,
-                }
-            )
+            if chat:
+                message = {"role": "assistant", "content": "".join(words), "refusal": None,
+                           "annotations": None, "audio": None, "function_call": None,
+                           "tool_calls": [], "reasoning_content": None}  # fmt: skip
+                part = {"message": message}
+            else:
+                part = {"text": "".join(words)}
+            answer = {**head, "choices": [{"index": 0, **part, "logprobs": None,
+                                           "finish_reason": reason, "stop_reason": None,
+                                           "token_ids": None}]}  # fmt: skip
+            if not chat:
+                answer["choices"][0].update(prompt_logprobs=None, prompt_token_ids=None)
+            answer.update(service_tier=None, system_fingerprint=None, usage=usage)
+            if chat:
+                answer.update(prompt_logprobs=None, prompt_token_ids=None)
+            answer["kv_transfer_params"] = None
+            self.send_answer(answer)
             return
-        if kind == "chat":
+        if chat:
             head["object"] = "chat.completion.chunk"
         include_usage = (body.get("stream_options") or {}).get("include_usage")
 
+        def chunk(text, finish=None, first=False):
+            """One streamed piece; vLLM sends stop_reason only with the finish_reason."""
+            part = {"delta": {"content": text}} if chat else {"text": text}
+            c = {"index": 0, **part, "logprobs": None, "finish_reason": finish}
+            if finish:
+                c["stop_reason"] = None
+            if not chat:
+                c["stop_reason"] = None
+                c["prompt_token_ids"] = list(range(prompt_tokens)) if first else None
+            c["token_ids"] = None
+            return {**head, "choices": [c]} if chat else {**head, "choices": [c], "usage": None}
+
         def events():
-            if kind == "chat":
-                yield {**head, "choices": [choice("", None, {"role": "assistant", "content": ""})]}
-            for word in words:
-                yield {**head, "choices": [choice(word, None, {"content": word})]}
-            yield {**head, "choices": [choice("", reason, {"content": ""})]}
+            if chat:
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None, "finish_reason": None}  # fmt: skip
+                yield {**head, "choices": [role], "prompt_token_ids": None}
+            # Cut by max_tokens, vLLM finishes with the last piece; at the end of the text,
+            # with one more, empty (the end-of-text token writes nothing).
+            last = len(words) - 1 if reason == "length" else None
+            for i, word in enumerate(words):
+                yield chunk(word, reason if i == last else None, first=i == 0)
+            if last is None:
+                yield chunk("", reason)
             if include_usage:
-                yield {**head, "choices": [], "usage": usage}
+                counts = {k: v for k, v in usage.items() if k != "prompt_tokens_details"}
+                yield {**head, "choices": [], "usage": counts}
 
         def lines():
             for event in events():
@@ -398,7 +440,9 @@ class Handler(BaseHTTPRequestHandler):
         name = self.check_model(body)
         args = self.server.args
         if "embed" not in (args.task, args.runner, args.convert) and args.runner != "pooling":
-            raise ApiError(400, "The model does not support Embeddings API")
+            # vLLM 0.10.2 returns this error object instead of raising it: status 200.
+            self.send_json(200, ApiError(400, "The model does not support Embeddings API").body())
+            return
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
