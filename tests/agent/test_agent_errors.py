@@ -238,3 +238,35 @@ def test_model_management_on_ollama_is_passed_through(ollama_double, agent_facto
     assert "starcoder2:3b" in [m.model for m in client.list().models]
     client.delete("starcoder2:3b")
     assert "starcoder2:3b" not in [m.model for m in client.list().models]
+
+
+def test_an_error_answered_with_200_is_still_an_error(openai_double, agent_factory):
+    """vLLM 0.10.2 refuses embeddings from a generative model with status 200 and an error
+    object (the double does the same): Ollama clients get the error, not empty vectors."""
+    import ollama
+
+    agent = agent_factory(openai_double.url)
+    with pytest.raises(ollama.ResponseError) as err:
+        ollama.Client(host=agent.url, headers=agent.headers()).embed(
+            model=openai_double.model, input=["one"]
+        )
+    assert err.value.status_code == 400
+    assert err.value.error == "The model does not support Embeddings API"
+
+
+def test_json_that_is_not_an_object_is_400_not_the_engines_500(openai_double, agent_factory):
+    """vLLM 0.10.2 (and the double, as it) answer valid JSON that is no object with a bare
+    500; every OpenAI operation takes an object, so the agent refuses it first."""
+    agent = agent_factory(openai_double.url)
+    headers = {**agent.headers(), "content-type": "application/json"}
+    direct = httpx.post(openai_double.url + "/v1/chat/completions", content=b"[]", headers=headers)
+    assert direct.status_code == 500
+    for body in (b"[]", b' "text"', b"1", b"null"):
+        err = openai_error(
+            httpx.post(agent.url + "/v1/chat/completions", content=body, headers=headers), 400
+        )
+        assert "must be an object" in err["message"]
+    ok = httpx.post(agent.url + "/v1/chat/completions", headers=headers,
+                    content=b' \n{"model": "%s", "messages": [{"role": "user", "content": "x"}]}'
+                    % openai_double.model.encode())  # fmt: skip
+    assert ok.status_code == 200

@@ -22,6 +22,7 @@ from support.vllm import MODEL_NAME
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("engine", ["vllm-real"], indirect=True)]
 
 PROMPT = [{"role": "user", "content": "hello world"}]
+JSON = {"content-type": "application/json"}
 
 
 def oai(agent) -> openai.OpenAI:
@@ -179,7 +180,7 @@ def test_unknown_model_is_404_for_both_families(agent, engine):
     assert resp.status_code == 404 and isinstance(resp.json()["error"], str)
 
 
-def test_malformed_bodies_are_400_for_both_families(agent):
+def test_malformed_bodies_are_400_for_both_families(agent, engine):
     # OpenAI API: vLLM's own validation, passed on as it is
     resp = httpx.post(agent.url + "/v1/chat/completions", content=b'{"model": "x",',
                       headers={**agent.headers(), "content-type": "application/json"},
@@ -190,6 +191,12 @@ def test_malformed_bodies_are_400_for_both_families(agent):
     assert resp.status_code == 400 and "messages" in resp.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError):
         oai(agent).chat.completions.create(model=MODEL_NAME, messages=PROMPT, max_tokens=10**6)
+    # JSON that is no object: vLLM itself fails with a bare 500, the agent says 400
+    direct = httpx.post(engine.url + "/v1/chat/completions", content=b"[]", headers=JSON)
+    assert (direct.status_code, direct.text) == (500, "Internal Server Error")
+    resp = httpx.post(agent.url + "/v1/chat/completions", content=b"[]",
+                      headers={**agent.headers(), **JSON}, timeout=30)  # fmt: skip
+    assert resp.status_code == 400 and "must be an object" in resp.json()["error"]["message"]
     # vLLM reads only application/json (curl -d sends a form's type): say so in examples
     form = {**agent.headers(), "content-type": "application/x-www-form-urlencoded"}
     resp = httpx.post(agent.url + "/v1/chat/completions", headers=form, timeout=30,

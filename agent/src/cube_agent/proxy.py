@@ -59,6 +59,8 @@ STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 # The endpoints the optional guardrails stage checks, and the API shape of each.
 GUARDED = {"/v1/chat/completions": "openai", "/api/chat": "ollama"}
 JSON = "application/json"
+# A body whose first character (after blanks) cannot begin a JSON object.
+NOT_AN_OBJECT = re.compile(rb"\s*[^\s{]")
 _DROP_RESPONSE = frozenset(h.encode() for h in DROP_RESPONSE_HEADERS)
 _JSON_HEADER = (b"content-type", b"application/json")
 
@@ -168,6 +170,10 @@ class Proxy:
         admin = name is not None and name in OLLAMA_MODEL_MANAGEMENT
         self.auth.check(call.headers, call.domain, admin=admin)  # type: ignore[arg-type]
         call.body = await self._read_body(call, receive)
+        if name is None and call.method == "POST" and NOT_AN_OBJECT.match(call.body):
+            # Every OpenAI operation takes an object; vLLM 0.10.2 answers valid JSON of
+            # another kind ([], "x", 1) with a bare 500.
+            raise AgentError(400, "the JSON body must be an object", "invalid_json")
         upstream, forward_path = self._route(call)
         translated = name is not None and await upstream.engine_kind() != "ollama"
         if not translated and (self.guardrails is None or call.path not in GUARDED):
@@ -524,6 +530,13 @@ class Proxy:
             raise AgentError(502, f"engine at {upstream.url} sent a non-JSON answer") from None
         if not isinstance(parsed, dict):
             raise AgentError(502, f"engine at {upstream.url} sent an unexpected answer")
+        err = parsed.get("error")
+        if isinstance(err, dict):
+            # vLLM 0.10.2 answers some refusals (embeddings from a generative model) with
+            # status 200 and an error object: still an error, with the status it names.
+            code = err.get("code")
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+            raise AgentError(status, str(err.get("message") or f"engine answered {status}"))
         return parsed
 
     @staticmethod
