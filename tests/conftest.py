@@ -108,6 +108,21 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
         server.stop()
 
 
+# The first test that needs the real vLLM may build its root (a 3.4 GB download, minutes)
+# and starts the server: more than the suite's per-test timeout allows.
+VLLM_TIMEOUT = 3600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        real = "vllm_server" in getattr(item, "fixturenames", ()) or params.get("engine") == (
+            "vllm-real"
+        )
+        if real or item.path.parent.name == "vllm":
+            item.add_marker(pytest.mark.timeout(VLLM_TIMEOUT))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """What the real vLLM cost this run (install and start), for CI's log."""
     from support.vllm import TIMINGS

