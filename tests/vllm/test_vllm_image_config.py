@@ -46,21 +46,30 @@ REFUSAL = "default chat template is no longer allowed"
 CHAT = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"},
         {"role": "user", "content": "how are you"}]  # fmt: skip
 
-# vLLM's own `vllm serve` entry point, with the serving replaced by printing what the
-# parser made of the command line (after vLLM's validate(): the template must exist).
+# vLLM's own `vllm serve` entry point, with the serving replaced by reporting what the
+# parser made of the command line (after vLLM's validate(): the template must exist). One
+# process for every command line in argv[1] (JSON): importing vLLM takes a while.
 PARSE = """
-import json, sys
+import contextlib, io, json, sys
 import vllm.entrypoints.cli.serve as serve
+from vllm.entrypoints.cli.main import main
 
 def dump(args):
     keys = ("model_tag", "host", "port", "gpu_memory_utilization", "max_model_len",
             "chat_template")
-    print("PARSED " + json.dumps({k: getattr(args, k) for k in keys}))
+    print(json.dumps({"parsed": {k: getattr(args, k) for k in keys}}))
 
 serve.ServeSubcommand.cmd = staticmethod(dump)
-from vllm.entrypoints.cli.main import main
-sys.argv = ["vllm", *sys.argv[1:]]
-main()
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["vllm", *argv]
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            main()
+    except SystemExit as e:
+        print(json.dumps({"exit": e.code, "error": errors.getvalue()}))
+    except Exception as e:
+        print(json.dumps({"exit": 1, "error": f"{type(e).__name__}: {e}"}))
 """
 
 
@@ -119,39 +128,47 @@ def template_file(rendered: Path) -> dict[str, str]:
     return {path: (rendered / path.lstrip("/")).read_text()}
 
 
-def parse(root: Path, scratch: Path, argv: list[str], files: dict[str, str]):
-    overlay = Overlay(root, scratch)
-    for inside, text in files.items():
-        overlay.add(inside, text)
-    return overlay.run([f"{VENV}/bin/python", "-c", PARSE, *argv[1:]], timeout=600)
-
-
-def test_rendered_flags_pass_vllms_own_parser(root, rendered, tmp_path):
+@pytest.fixture(scope="module")
+def parsed(root, rendered, tmp_path_factory) -> dict[str, dict]:
+    """What vLLM's parser says to the rendered command line, and to two it must refuse."""
     argv = exec_start(rendered)
     assert argv[:2] == ["/usr/bin/vllm", "serve"]
+    template = argv.index("--chat-template") + 1
+    cases = {
+        "rendered": argv,
+        "bad number": [*argv, "--gpu-memory-utilization", "most"],
+        "no template": [*argv[:template], "/etc/vllm/missing.jinja", *argv[template + 1 :]],
+    }
+    overlay = Overlay(root, tmp_path_factory.mktemp("vllm-parse"))
+    for inside, text in template_file(rendered).items():
+        overlay.add(inside, text)
+    lines = json.dumps([a[1:] for a in cases.values()])
+    done = overlay.run([f"{VENV}/bin/python", "-c", PARSE, lines], timeout=600)
+    results = [json.loads(li) for li in done.stdout.splitlines() if li.startswith("{")]
+    assert done.returncode == 0 and len(results) == len(cases), done.stdout + done.stderr
+    return dict(zip(cases, results, strict=True))
+
+
+def test_rendered_flags_pass_vllms_own_parser(parsed, rendered):
     env = env_file(rendered / "etc/default/vllm")
-    done = parse(root, tmp_path / "ok", argv, template_file(rendered))
-    lines = [li for li in done.stdout.splitlines() if li.startswith("PARSED ")]
-    assert done.returncode == 0 and lines, done.stdout + done.stderr
-    parsed = json.loads(lines[0].removeprefix("PARSED "))
-    assert parsed == {
-        "model_tag": env["VLLM_MODEL"],
-        "host": env["VLLM_HOST"],
-        "port": int(env["VLLM_PORT"]),
-        "gpu_memory_utilization": float(env["VLLM_GPU_MEMORY_UTILIZATION"]),
-        "max_model_len": int(env["VLLM_MAX_MODEL_LEN"]),
-        "chat_template": "/etc/vllm/chat-template.jinja",
+    assert parsed["rendered"] == {
+        "parsed": {
+            "model_tag": env["VLLM_MODEL"],
+            "host": env["VLLM_HOST"],
+            "port": int(env["VLLM_PORT"]),
+            "gpu_memory_utilization": float(env["VLLM_GPU_MEMORY_UTILIZATION"]),
+            "max_model_len": int(env["VLLM_MAX_MODEL_LEN"]),
+            "chat_template": "/etc/vllm/chat-template.jinja",
+        }
     }
 
 
-def test_the_parser_check_can_fail(root, rendered, tmp_path):
+def test_the_parser_check_can_fail(parsed):
     """The same check refuses what vLLM refuses: a bad number, a template that is not there."""
-    argv = exec_start(rendered)
-    bad = [*argv, "--gpu-memory-utilization", "most"]
-    done = parse(root, tmp_path / "bad-number", bad, template_file(rendered))
-    assert done.returncode == 2 and "gpu-memory-utilization" in done.stderr
-    done = parse(root, tmp_path / "no-template", argv, {})
-    assert done.returncode != 0 and "appears path-like, but doesn't exist" in done.stderr
+    assert parsed["bad number"]["exit"] == 2
+    assert "gpu-memory-utilization" in parsed["bad number"]["error"]
+    assert parsed["no template"]["exit"] == 1
+    assert "appears path-like, but doesn't exist" in parsed["no template"]["error"]
 
 
 @pytest.fixture(scope="module")
