@@ -1,6 +1,8 @@
 """A fake configfs-tsm report directory, mounted with FUSE (test fixture).
 
-    python fake_tsm.py MOUNTPOINT [--measurement HEX] [--no-aux] [--race] [--fail-errno N]
+    python fake_tsm.py MOUNTPOINT [--measurement HEX] [--vcek-key PEM] [--certs FILE]
+                       [--policy HEX] [--chip-id HEX] [--tcb HEX] [--no-aux] [--race]
+                       [--fail-errno N]
 
 MOUNTPOINT plays `/sys/kernel/config/tsm/report`. A plain directory cannot: there `mkdir`
 makes an empty directory, reading a file cannot generate anything, and `rmdir` of a
@@ -15,8 +17,13 @@ Documentation/ABI/testing/configfs-tsm and drivers/virt/coco/tsm.c as the agent 
   no write in between returns the same report); reading it before any `inblob` write
   fails with EINVAL.
 * the report has the layout of an SEV-SNP ATTESTATION_REPORT (SEV-SNP Firmware ABI,
-  1184 bytes): version 2 at 0x00, REPORT_DATA = inblob (zero-padded) at 0x50, MEASUREMENT
-  (--measurement, 48 bytes) at 0x90. It is not signed: the signature (0x2A0) is zeros.
+  0x4A0 bytes, version 3): POLICY (--policy) at 0x08, VMPL 0, SIGNATURE_ALGO 1 (ECDSA
+  P-384), REPORT_DATA = inblob (zero-padded) at 0x50, MEASUREMENT (--measurement) at 0x90,
+  REPORT_ID at 0x140, REPORTED_TCB (--tcb) at 0x180, CPUID family/model at 0x188, CHIP_ID
+  (--chip-id) at 0x1A0. With --vcek-key the report is signed as the firmware signs it:
+  ECDSA P-384/SHA-384 over bytes 0x000-0x29F, r and s little-endian at 0x2A0 and 0x2E8
+  (without it the signature is zeros). `auxblob` is --certs' content (the GHCB
+  certificate table the host would provide).
 * faults for tests: --race bumps `generation` as if another writer touched the entry
   while the report was generated; --fail-errno N makes reading `outblob` fail with errno N.
 
@@ -27,17 +34,21 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import stat
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import mfusepy as fuse
 
 INBLOB_MAX = 64
 REPORT_SIZE = 0x4A0
+SIGNED_SIZE = 0x2A0
 REPORT_DATA_OFFSET = 0x50
 MEASUREMENT_OFFSET = 0x90
+DEFAULT_POLICY = 0x30000  # bit 17 (must be one), bit 16 (SMT allowed); no debug
 
 
 @dataclass
@@ -51,12 +62,26 @@ class Entry:
 class FakeTsm(fuse.Operations):
     use_ns = True
 
-    def __init__(self, measurement: bytes, aux: bytes | None, race: bool, fail_errno: int):
+    def __init__(
+        self,
+        measurement: bytes,
+        aux: bytes | None,
+        race: bool,
+        fail_errno: int,
+        signer=None,
+        policy: int = DEFAULT_POLICY,
+        chip_id: bytes = bytes(64),
+        tcb: int = 0,
+    ):
         self.entries: dict[str, Entry] = {}
         self.measurement = measurement
         self.aux = aux
         self.race = race
         self.fail_errno = fail_errno
+        self.signer = signer
+        self.policy = policy
+        self.chip_id = chip_id
+        self.tcb = tcb
         self.now = time.time_ns()
 
     def attributes(self) -> dict[str, int]:
@@ -144,22 +169,47 @@ class FakeTsm(fuse.Operations):
         if entry.inblob is None:
             raise fuse.FuseOSError(errno.EINVAL)
         if entry.report_generation != entry.generation:
-            report = bytearray(REPORT_SIZE)
-            struct.pack_into("<IIQ", report, 0, 2, 1, 0x30000)  # version, guest SVN, policy
-            report[REPORT_DATA_OFFSET : REPORT_DATA_OFFSET + INBLOB_MAX] = entry.inblob.ljust(
-                INBLOB_MAX, b"\0"
-            )
-            report[MEASUREMENT_OFFSET : MEASUREMENT_OFFSET + 48] = self.measurement
-            entry.report, entry.report_generation = bytes(report), entry.generation
+            entry.report, entry.report_generation = self.make_report(entry), entry.generation
             if self.race:
                 entry.generation += 1
         return entry.report
+
+    def make_report(self, entry: Entry) -> bytes:
+        report = bytearray(REPORT_SIZE)
+        struct.pack_into("<IIQ", report, 0, 3, 1, self.policy)  # version, guest SVN, policy
+        struct.pack_into("<II", report, 0x30, 0, 1)  # VMPL 0, ECDSA P-384 with SHA-384
+        struct.pack_into("<Q", report, 0x38, self.tcb)  # CURRENT_TCB
+        report[REPORT_DATA_OFFSET : REPORT_DATA_OFFSET + INBLOB_MAX] = entry.inblob.ljust(
+            INBLOB_MAX, b"\0"
+        )
+        report[MEASUREMENT_OFFSET : MEASUREMENT_OFFSET + 48] = self.measurement
+        report[0x140:0x160] = hashlib.sha256(b"report id").digest()  # constant for this guest
+        struct.pack_into("<Q", report, 0x180, self.tcb)  # REPORTED_TCB
+        report[0x188:0x18B] = bytes([0x19, 0x11, 0x01])  # CPUID family/model/stepping: Genoa
+        report[0x1A0:0x1E0] = self.chip_id
+        struct.pack_into("<QQ", report, 0x1E0, self.tcb, self.tcb)  # COMMITTED_TCB, ...
+        struct.pack_into("<Q", report, 0x1F8, self.tcb)  # LAUNCH_TCB
+        if self.signer is not None:
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import ec
+            from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+            der = self.signer.sign(bytes(report[:SIGNED_SIZE]), ec.ECDSA(hashes.SHA384()))
+            r, s = decode_dss_signature(der)
+            report[0x2A0:0x2E8] = r.to_bytes(72, "little")
+            report[0x2E8:0x330] = s.to_bytes(72, "little")
+        return bytes(report)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mountpoint")
     parser.add_argument("--measurement", default="ab" * 48, help="48 bytes, hex")
+    parser.add_argument("--vcek-key", type=Path, help="PEM ECDSA P-384 key: sign reports")
+    parser.add_argument("--certs", type=Path, help="auxblob content: a GHCB certificate table")
+    parser.add_argument("--policy", default=hex(DEFAULT_POLICY), help="guest POLICY, hex")
+    parser.add_argument("--chip-id", default="00" * 64, help="CHIP_ID, 64 bytes hex")
+    parser.add_argument("--tcb", default="0", help="REPORTED_TCB as a 64-bit hex value")
     parser.add_argument("--no-aux", action="store_true", help="no auxblob attribute")
     parser.add_argument("--race", action="store_true")
     parser.add_argument("--fail-errno", type=int, default=0)
@@ -167,8 +217,28 @@ def main() -> None:
     measurement = bytes.fromhex(args.measurement)
     if len(measurement) != 48:
         parser.error("--measurement must be 48 bytes")
-    aux = None if args.no_aux else b"fake certificate table\0"
-    ops = FakeTsm(measurement, aux, args.race, args.fail_errno)
+    if args.no_aux:
+        aux = None
+    else:
+        aux = args.certs.read_bytes() if args.certs else b"fake certificate table\0"
+    signer = None
+    if args.vcek_key:
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        signer = load_pem_private_key(args.vcek_key.read_bytes(), password=None)
+    chip_id = bytes.fromhex(args.chip_id)
+    if len(chip_id) != 64:
+        parser.error("--chip-id must be 64 bytes")
+    ops = FakeTsm(
+        measurement,
+        aux,
+        args.race,
+        args.fail_errno,
+        signer=signer,
+        policy=int(args.policy, 16),
+        chip_id=chip_id,
+        tcb=int(args.tcb, 16),
+    )
     # One thread: FUSE calls are serialised, so the state needs no locks.
     fuse.FUSE(ops, args.mountpoint, foreground=True, nothreads=True, direct_io=True)
 

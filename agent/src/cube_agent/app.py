@@ -43,13 +43,18 @@ def load_files(settings: Settings) -> tuple[Router, KeyFile | None]:
 def app_from_env() -> FastAPI:
     """The app of one uvicorn worker process (`UV_CUBE_AGENT_WORKERS` > 1): each builds its
     own from the environment the CLI checked and passed on."""
+    from .tls import from_environment
+
     settings = load_settings()
     setup_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, tls_spki=from_environment())
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app; a bad routes file or key file raises ConfigError (one line)."""
+def create_app(settings: Settings, tls_spki: bytes | None = None) -> FastAPI:
+    """Build the app; a bad routes file or key file raises ConfigError (one line).
+
+    `tls_spki` is the SubjectPublicKeyInfo (DER) of the key the HTTPS listener serves:
+    `POST /attestation` binds it into every report (tls.py); None when serving plain HTTP."""
     router, keys = load_files(settings)
     if keys is None:
         log.warning("authentication is OFF (UV_CUBE_AGENT_AUTH=off): every request is allowed")
@@ -90,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.tls_spki = tls_spki
     app.state.router = router
     app.state.metrics = metrics
     app.add_middleware(RequestContext, metrics=metrics)
@@ -105,9 +111,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
-
-    def any_key(request: Request) -> None:
-        auth.check(request.headers, None)
 
     def admin_key(request: Request) -> None:
         auth.check(request.headers, None, admin=True)
@@ -142,9 +145,11 @@ def create_app(settings: Settings) -> FastAPI:
         """The routing rules in priority order and the default target. Needs an admin key."""
         return router.describe()
 
+    # Open like /health: a relying party checks the evidence BEFORE it trusts this
+    # connection with its API key (attestation.py bounds what an anonymous caller costs).
     attestation = _attestation_router()
     if attestation is not None:
-        app.include_router(attestation, dependencies=[Depends(any_key)])
+        app.include_router(attestation)
 
     app.proxy = proxy
     return app

@@ -11,8 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import ENV_PREFIX, ConfigError, load_settings
+from .config import ENV_PREFIX, ConfigError, is_loopback, load_settings
 from .keys import KeyFile, KeyFileError, init_key_file
+from .tls import TlsError
 
 DEFAULT_KEY_FILE = "/etc/cube/agent/keys.json"
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in (None, "serve"):
             return _serve(args)
         return args.func(args)
-    except (ConfigError, KeyFileError) as exc:
+    except (ConfigError, KeyFileError, TlsError) as exc:
         print(f"cube-agent: {exc}", file=sys.stderr)
         return 2
 
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from . import tls
     from .logs import setup_logging
 
     overrides = {
@@ -104,11 +106,26 @@ def _serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "timeout_graceful_shutdown": 10,
     }
+    log = logging.getLogger("cube_agent")
+    identity = tls.identity_for(settings)
+    if identity is not None:
+        options["ssl_context_factory"] = identity  # the key stays in memory (tls.py)
+        log.info("serving HTTPS", extra={"spki_sha256": identity.spki_sha256})
+    elif settings.insecure_plain_http and not is_loopback(settings.host):
+        log.warning(
+            "plain HTTP off the loopback (UV_CUBE_AGENT_INSECURE_PLAIN_HTTP=on): anyone on "
+            "the path reads and changes every request; for a sandbox only",
+            extra={"host": settings.host},
+        )
+    plain = (settings.plain_host, settings.plain_port) if settings.plain_port else None
     if settings.workers == 1:
         from .app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        spki = identity.spki_der if identity is not None else None
+        tls.run(create_app(settings, tls_spki=spki), options, plain)
         return 0
+    if plain is not None:
+        raise ConfigError(f"{ENV_PREFIX}PLAIN_PORT: a second listener needs {ENV_PREFIX}WORKERS=1")
 
     # Several workers: each process builds its app from the environment (app_from_env),
     # so the command-line values go there, and metrics go through per-process files.
@@ -117,6 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     for name, value in overrides.items():
         os.environ[ENV_PREFIX + name.upper()] = str(value)
+    if identity is not None:  # public: each worker's /attestation binds this key
+        os.environ[tls.CERT_ENV] = identity.cert_pem.decode()
     load_files(settings)  # a bad routes or key file stops start-up here, with one line
     metrics_dir = _metrics_dir()
     logging.getLogger("cube_agent").info(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "UV_CUBE_AGENT_"
@@ -35,26 +36,77 @@ class Settings(BaseSettings):
     guardrails_config: Path | None = None
     # configfs-tsm report directory for POST /attestation (attestation.py, issue 6)
     tsm_root: Path = Path("/sys/kernel/config/tsm/report")
+    # TLS (tls.py, issue 16). auto: HTTPS unless the listener is on the loopback. The key
+    # is made in memory at start-up unless a certificate and its key are given.
+    tls: Literal["auto", "on", "off"] = "auto"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # A second, plain-HTTP listener for programs inside the guest (loopback only).
+    plain_host: str = "127.0.0.1"
+    plain_port: int | None = Field(None, ge=1, le=65535)
+    # Plain HTTP off the loopback: only for a sandbox on a trusted host (logged as a warning).
+    insecure_plain_http: bool = False
 
-    @field_validator("log_level", "engine", mode="before")
+    @field_validator("log_level", "engine", "tls", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("auth", mode="before")
+    @field_validator("auth", "insecure_plain_http", mode="before")
     @classmethod
     def _on_off(cls, value: object) -> object:
         # The contract spells it on/off; pydantic also takes true/false/1/0.
         return {"on": True, "off": False}.get(value, value) if isinstance(value, str) else value
 
-    @field_validator("routes_file", "guardrails_config", mode="before")
+    @field_validator(
+        "routes_file",
+        "guardrails_config",
+        "tls_cert_file",
+        "tls_key_file",
+        "plain_port",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @model_validator(mode="after")
+    def _listeners(self) -> Settings:
+        # Errors name the variable first ("tls: ..."): load_settings prints it as the setting.
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file: give both UV_CUBE_AGENT_TLS_CERT_FILE and _KEY_FILE")
+        if not self.serves_tls:
+            if not is_loopback(self.host) and not self.insecure_plain_http:
+                raise ValueError(
+                    f"tls: off would serve plain HTTP on {self.host}, off the loopback: turn "
+                    "TLS on, or set UV_CUBE_AGENT_INSECURE_PLAIN_HTTP=on (sandbox only)"
+                )
+            if self.plain_port is not None:
+                raise ValueError("plain_port: the main listener is plain HTTP already (TLS off)")
+        plain_off_loopback = self.plain_port is not None and not is_loopback(self.plain_host)
+        if plain_off_loopback and not self.insecure_plain_http:
+            raise ValueError(
+                f"plain_host: {self.plain_host} is not a loopback address; plain HTTP "
+                "stays inside the guest (UV_CUBE_AGENT_INSECURE_PLAIN_HTTP=on: sandbox only)"
+            )
+        return self
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.tls == "on" or (self.tls == "auto" and not is_loopback(self.host))
+
     @property
     def target(self) -> str:
         return str(self.target_url).rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -63,6 +115,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across settings (_listeners): "field: message"
+            field, _, message = str(err["msg"]).removeprefix("Value error, ").partition(": ")
+            raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {message}") from None
+        field = str(err["loc"][0])
         value = err.get("input")
         raise ConfigError(f"{ENV_PREFIX}{field.upper()}={value!s}: {err['msg']}") from None
