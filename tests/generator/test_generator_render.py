@@ -125,6 +125,11 @@ def test_agent_is_pointed_at_the_chosen_engine(rendered, tmp_path):
         "UV_CUBE_AGENT_LOG_LEVEL": "info",
         "UV_CUBE_AGENT_AUTH": "on",
         "UV_CUBE_AGENT_GUARDRAILS_CONFIG": "",
+        "UV_CUBE_AGENT_TLS": "on",
+        "UV_CUBE_AGENT_TLS_CERT_FILE": "",
+        "UV_CUBE_AGENT_TLS_KEY_FILE": "",
+        "UV_CUBE_AGENT_PLAIN_PORT": "7002",
+        "UV_CUBE_AGENT_INSECURE_PLAIN_HTTP": "off",
     }
 
 
