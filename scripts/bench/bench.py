@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """make bench: what the Cube agent costs in front of an engine, measured against its peers.
 
-One run on this machine, the same load against five contenders, all on loopback:
+One run on this machine, the same load against seven contenders, all on loopback:
 
-  direct  the engine double (nginx + echo module: fixed JSON, fixed SSE), never the bottleneck
-  nginx   nginx proxy_pass with a keepalive upstream: the C reference
-  bare    a bare Python pass-through proxy (bare_proxy.py): the Python floor
-  litellm the LiteLLM proxy, installed into its own cached venv: the Python peer
-  agent   the Cube agent with auth (a real key file, Bearer key) and routing rules on
+  direct    the engine double (nginx + echo module: fixed JSON, fixed SSE), never the bottleneck
+  nginx     nginx proxy_pass with a keepalive upstream: the C reference
+  nginx-tls the same with TLS terminated by nginx: the C reference over TLS
+  bare      a bare Python pass-through proxy (bare_proxy.py): the Python floor
+  litellm   the LiteLLM proxy, installed into its own cached venv: the Python peer
+  agent     the Cube agent with auth (a real key file, Bearer key) and routing rules on
+  agent-tls the same agent serving HTTPS with its key made at start-up, as in the image
 
 Load comes from wrk (post.lua) at concurrency 1 and 32, plain and streaming; time to the
 first streamed chunk from a small sequential client against a stream the engine sends with
@@ -27,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -57,7 +60,8 @@ PROBE_BODY = json.dumps(
     {"model": MODEL, "messages": [{"role": "user", "content": "ttfb-probe"}], "stream": True}
 )
 SCENARIOS = [("plain", 1), ("plain", 32), ("stream", 1), ("stream", 32)]
-NAMES = ["direct", "nginx", "bare", "litellm", "agent"]
+NAMES = ["direct", "nginx", "nginx-tls", "bare", "litellm", "agent", "agent-tls"]
+AGENTS = ("agent", "agent-tls")  # the targets are checked for both
 
 # Targets from issue 9, checked against the agent.
 MAX_ADDED_P50_MS = 0.5
@@ -121,11 +125,21 @@ def stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def connection(url: str, timeout: float) -> http.client.HTTPConnection:
+    """Plain or TLS, by the URL; TLS unverified (the benchmark measures, it trusts nothing)."""
+    scheme, _, address = url.partition("://")
+    host, port = address.split(":")
+    if scheme == "https":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        return http.client.HTTPSConnection(host, int(port), timeout=timeout, context=ctx)
+    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
 def request(
     url: str, body: str, key: str = "", timeout: float = 10.0
 ) -> tuple[int, bytes, dict[str, str]]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    conn = connection(url, timeout)
     try:
         conn.request("POST", PATH, body=body, headers=headers(key))
         resp = conn.getresponse()
@@ -180,8 +194,15 @@ def start_nginx(name: str, template: Path, run: Path, **values: object) -> Conte
     port = free_port()
     conf = render(template, run / f"{name}.conf", DIR=run, PORT=port, **values)
     log = run / f"{name}.log"
+    if "ssl_certificate" in conf.read_text():
+        from cube_agent import tls  # the agent's own key type: ECDSA P-256, self-signed
+
+        identity = tls.generate()
+        (run / "tls-cert.pem").write_bytes(identity.cert_pem)
+        (run / "tls-key.pem").write_bytes(identity.key_pem)
+    scheme = "https" if "ssl_certificate" in conf.read_text() else "http"
     proc = spawn(["nginx", "-p", str(run), "-c", str(conf), "-g", "daemon off;"], log)
-    return Contender(name, f"http://127.0.0.1:{port}", procs=[proc], log=log)
+    return Contender(name, f"{scheme}://127.0.0.1:{port}", procs=[proc], log=log)
 
 
 def uvicorn_flags(port: int) -> list[str]:
@@ -215,6 +236,7 @@ def write_agent_files(engine: str, run: Path) -> tuple[Path, Path, str]:
     file whose rules are all evaluated on each request, the one that matches after parsing
     the body (routing by model). The others point at an Ollama that is never reached."""
     key = "cube_bench_" + os.urandom(24).hex()
+    run.mkdir(parents=True, exist_ok=True)
     key_file = run / "keys.json"
     digest = hashlib.sha256(key.encode()).hexdigest()
     entry = {"name": "bench", "sha256": digest, "domains": ["*"], "admin": False}
@@ -249,10 +271,10 @@ def write_agent_files(engine: str, run: Path) -> tuple[Path, Path, str]:
     return key_file, routes_file, key
 
 
-def start_agent(engine: str, run: Path) -> Contender:
+def start_agent(engine: str, run: Path, name: str = "agent") -> Contender:
     port = free_port()
-    log = run / "agent.log"
-    key_file, routes_file, key = write_agent_files(engine, run)
+    log = run / f"{name}.log"
+    key_file, routes_file, key = write_agent_files(engine, run / name)
     env = {
         "UV_CUBE_AGENT_TARGET_URL": engine,
         "UV_CUBE_AGENT_ENGINE": "openai",
@@ -262,11 +284,14 @@ def start_agent(engine: str, run: Path) -> Contender:
         "UV_CUBE_AGENT_AUTH": "on",
         "UV_CUBE_AGENT_ROUTES_FILE": str(routes_file),
         "UV_CUBE_AGENT_LOG_LEVEL": "info",  # the default; requests that succeed log nothing
+        # agent-tls: HTTPS with a key made in memory at start-up, as the image serves it
+        "UV_CUBE_AGENT_TLS": "on" if name == "agent-tls" else "off",
     }
     # As deployed: `cube-agent serve`, which runs uvicorn with uvloop and httptools when
     # they are installed (preflight checks they are), one worker, no access log.
     proc = spawn([sys.executable, "-m", "cube_agent", "serve"], log, env)
-    return Contender("agent", f"http://127.0.0.1:{port}", key=key, procs=[proc], log=log)
+    scheme = "https" if name == "agent-tls" else "http"
+    return Contender(name, f"{scheme}://127.0.0.1:{port}", key=key, procs=[proc], log=log)
 
 
 def litellm_venv(cache: Path, version: str) -> Path:
@@ -383,8 +408,7 @@ def first_chunks(c: Contender, n: int) -> dict:
     request to the first SSE event, and from the first event to the last. The engine sends
     the first event at once and the others GAP_S apart, so a proxy that buffers shows a
     late first event and a collapsed spread."""
-    host, port = c.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn = connection(c.url, 10)
     ttfb, spread = [], []
     try:
         for _ in range(n):
@@ -459,9 +483,10 @@ def measure(contenders: list[Contender], args: argparse.Namespace) -> dict:
     return results
 
 
-def check_targets(res: dict) -> list[dict]:
-    """Each target of issue 9 against the agent: what was measured and whether it holds."""
-    a, d = res["agent"], res["direct"]
+def check_targets(res: dict, name: str = "agent") -> list[dict]:
+    """Each target of issue 9 against the agent (or agent-tls: the same targets against the
+    same plain references, so the price of TLS counts against it)."""
+    a, d = res[name], res["direct"]
     bare, lite = res.get("bare"), res.get("litellm")
     out = []
 
@@ -519,6 +544,23 @@ def check_targets(res: dict) -> list[dict]:
     errors = sum(a[s]["errors"] for s in a if isinstance(a[s], dict))
     add("no failed requests through the agent", str(errors), errors == 0)
     return out
+
+
+def tls_price(res: dict) -> list[list[str]]:
+    """What TLS costs each server that has both: req/s ratio and p50 added, per scenario."""
+    rows = []
+    for plain, tls in (("nginx", "nginx-tls"), ("agent", "agent-tls")):
+        if plain not in res or tls not in res:
+            continue
+        row = [f"{tls} vs {plain}"]
+        for kind, conns in SCENARIOS:
+            s = f"{kind}_c{conns}"
+            ratio = res[tls][s]["rps"] / res[plain][s]["rps"]
+            row.append(f"{ratio:.2f}x / {res[tls][s]['p50_ms'] - res[plain][s]['p50_ms']:+.2f} ms")
+        row.append(f"{res[tls]['ttfb_ms'] - res[plain]['ttfb_ms']:+.2f} ms")
+        row.append(f"{res[tls]['rss_idle_mb'] - res[plain]['rss_idle_mb']:+.0f} MB")
+        rows.append(row)
+    return rows
 
 
 # --- the report --------------------------------------------------------------------------
@@ -589,7 +631,7 @@ def report(results: dict, targets: list[dict], notes: dict[str, str]) -> str:
     a = results.get("agent")
     rows = []
     for peer in names:
-        if a is None or peer == "agent":
+        if a is None or peer in AGENTS:
             continue
         p = results[peer]
         row = [peer]
@@ -603,10 +645,23 @@ def report(results: dict, targets: list[dict], notes: dict[str, str]) -> str:
             + table(["peer"] + [f"{k} c={c}" for k, c in SCENARIOS], rows)
         )
 
-    verdict = {True: "PASS", False: "FAIL", None: "n/a"}
-    rows = [[t["target"], t["measured"], verdict[t["pass"]]] for t in targets]
+    rows = tls_price(results)
     if rows:
-        parts.append("**targets (agent)**\n\n" + table(["target", "measured", "result"], rows))
+        parts.append(
+            "**the price of TLS** (req/s ratio / p50 added; first chunk and idle RSS added)\n\n"
+            + table(
+                ["server"] + [f"{k} c={c}" for k, c in SCENARIOS] + ["first chunk", "RSS idle"],
+                rows,
+            )
+        )
+
+    verdict = {True: "PASS", False: "FAIL", None: "n/a"}
+    by_agent: dict[str, list[dict]] = {}
+    for t in targets:
+        by_agent.setdefault(t.get("agent", "agent"), []).append(t)
+    for name, ts in by_agent.items():
+        rows = [[t["target"], t["measured"], verdict[t["pass"]]] for t in ts]
+        parts.append(f"**targets ({name})**\n\n" + table(["target", "measured", "result"], rows))
     if notes:
         parts.append("\n".join(f"- {n}: {why}" for n, why in notes.items()))
     return "\n\n".join(parts)
@@ -663,7 +718,7 @@ def preflight(names: list[str]) -> None:
             raise BenchError(
                 f"python module {mod} missing from {sys.executable} (make venv)"
             ) from None
-    if "agent" in names:
+    if set(AGENTS) & set(names) or "nginx-tls" in names:
         try:
             __import__("cube_agent.app")
         except ImportError as exc:
@@ -721,8 +776,18 @@ def main() -> int:
             )
         if "bare" in names:
             contenders.append(start_bare(engine.url, run))
-        if "agent" in names:
-            contenders.append(start_agent(engine.url, run))
+        if "nginx-tls" in names:
+            contenders.append(
+                start_nginx(
+                    "nginx-tls",
+                    HERE / "proxy-tls.conf",
+                    run,
+                    ENGINE_PORT=engine.url.rsplit(":", 1)[1],
+                )
+            )
+        for name in AGENTS:
+            if name in names:
+                contenders.append(start_agent(engine.url, run, name))
         litellm = None
         if "litellm" not in names:
             notes["litellm"] = "left out on request"
@@ -746,7 +811,12 @@ def main() -> int:
         print("bench: " + ", ".join(f"{c.name} {c.url}" for c in contenders), flush=True)
 
         results = measure(contenders, args)
-        targets = check_targets(results) if "agent" in results else []
+        targets = [
+            {**t, "agent": name}
+            for name in AGENTS
+            if name in results
+            for t in check_targets(results, name)
+        ]
         text = report(results, targets, notes)
         data = {
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),

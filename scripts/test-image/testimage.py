@@ -12,6 +12,12 @@ from a wheel. The engines are the protocol doubles in tests/doubles/ (there is n
 vLLM binary here) and llama.cpp's real server with a tiny model. "sysv" boots busybox init
 with Buildroot's own inittab and rcS, so the S9x scripts run as on a Buildroot image.
 
+No TEE exists under plain QEMU, so the image carries the test TSM: tests/cvm/fake_tsm.py
+(FUSE), which signs SEV-SNP reports with a test VCEK whose ARK -> ASK -> VCEK chain is made
+at build time (tests/support/snp_chain.py); the agent's UV_CUBE_AGENT_TSM_ROOT points at
+its mount. The trusted root (ark.pem) stays in the image directory, on the host side
+(test-root/), for cube-verify. Test images only.
+
 An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.ext4, plus
 initrd.img), cached under ~/.cache/cube-hal/test-images/<init>-<hash of inputs>. Building
 needs root. Booting goes through board/cube/launch-vm, the launcher `make run` uses.
@@ -60,6 +66,7 @@ DEBIAN_PACKAGES = [
     "curl",
     "busybox-static",
     "libgomp1",  # llama-server's OpenMP runtime
+    "fuse3",  # the test TSM (a FUSE configfs-tsm stand-in)
 ]
 # What the Debian kernel needs from /lib/modules once the initrd is gone (virtio_blk is
 # in the initrd; the network card is not).
@@ -67,6 +74,7 @@ KERNEL_MODULES = [
     "kernel/drivers/net/virtio_net.ko",
     "kernel/drivers/net/net_failover.ko",
     "kernel/net/core/failover.ko",
+    "kernel/fs/fuse/fuse.ko",  # the test TSM
 ]
 IMAGE_SIZE = "1536M"
 # net.ifnames=0: the network card is eth0, as on the Buildroot image.
@@ -80,6 +88,10 @@ TINY_MODEL = "var/lib/llama-server/model.gguf"
 # The doubles stand in for the engine binaries (see their docstrings).
 DOUBLES = {"usr/bin/ollama": "ollama_double.py", "usr/bin/vllm": "openai_double.py"}
 GUEST_WHEELS = "/root/wheels"
+# The test TSM: where it lives in the guest, where it mounts, its FUSE library.
+TEST_TSM_DIR = "usr/lib/cube-test"
+TEST_TSM_ROOT = "/run/cube-test-tsm"
+TEST_TSM_PYPI = "mfusepy"
 MAKEUSERS_DEFINE = re.compile(r"^define (\w+)_USERS\n(.*?)^endef", re.MULTILINE | re.DOTALL)
 
 
@@ -302,7 +314,7 @@ def install_agent(root: Path, workdir: Path) -> None:
     wheels = workdir / "wheels"
     pip = [sys.executable, "-m", "pip", "-q"]
     # uvloop: the Buildroot package selects python-uvloop.
-    sh(*pip, "wheel", "--wheel-dir", wheels, REPO / "agent", "uvloop")
+    sh(*pip, "wheel", "--wheel-dir", wheels, REPO / "agent", "uvloop", TEST_TSM_PYPI)
     sh(*pip, "download", "--no-deps", "--dest", wheels, "pip")
     shutil.copytree(wheels, root / GUEST_WHEELS.lstrip("/"))
     pip_wheel = next(f"{GUEST_WHEELS}/{w.name}" for w in wheels.glob("pip-*.whl"))
@@ -321,6 +333,7 @@ def install_agent(root: Path, workdir: Path) -> None:
         f"--find-links={GUEST_WHEELS}",
         "cube-agent",
         "uvloop",
+        TEST_TSM_PYPI,
     )
     shutil.rmtree(root / GUEST_WHEELS.lstrip("/"))
     # Buildroot's python packages put console scripts in /usr/bin.
@@ -359,6 +372,51 @@ def install_sysv_init(root: Path) -> None:
         (root / applet).symlink_to("/bin/busybox")
 
 
+def install_test_tsm(root: Path, test_root: Path, init: str) -> None:
+    """The fake configfs-tsm, its signing key and certificate table; the agent pointed at
+    its mount (the Debian kernel has no configfs-tsm). The chain's trusted root is written
+    to `test_root` on the host side."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.snp_chain import make_chain  # needs cube-verify (make venv)
+
+    files = make_chain().write(test_root)
+    dest = root / TEST_TSM_DIR
+    install(REPO / "tests/cvm/fake_tsm.py", dest / "fake_tsm.py", 0o755)
+    install(files["vcek_key"], dest / "vcek.key", 0o600)
+    install(files["table"], dest / "certs.bin")
+    files["vcek_key"].unlink()  # the host keeps only the public side
+    env = root / "etc/default/cube-agent"
+    with env.open("a", encoding="utf-8") as f:
+        f.write(
+            f"# Test image: the test TSM (scripts/test-image/testimage.py)\n"
+            f'UV_CUBE_AGENT_TSM_ROOT="{TEST_TSM_ROOT}"\n'
+        )
+    if init == "systemd":
+        dropin = root / "etc/systemd/system/cube-agent.service.d/test-tsm.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(f"[Service]\nReadWritePaths=-{TEST_TSM_ROOT}\n")
+        tmpfiles = root / "etc/tmpfiles.d/cube-test-tsm.conf"
+        tmpfiles.parent.mkdir(parents=True, exist_ok=True)
+        tmpfiles.write_text(f"d {TEST_TSM_ROOT} 0755 root root -\n")
+
+
+def test_tsm_command(measurement: str) -> str:
+    """The guest shell command that mounts the test TSM reporting `measurement`."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.snp_chain import CHIP_ID, TCB, tcb_value
+
+    d = f"/{TEST_TSM_DIR}"
+    args = [
+        f"{d}/fake_tsm.py", TEST_TSM_ROOT, "--allow-other", "--measurement", measurement,
+        "--vcek-key", f"{d}/vcek.key", "--certs", f"{d}/certs.bin",
+        "--chip-id", CHIP_ID.hex(), "--tcb", hex(tcb_value(TCB)),
+    ]  # fmt: skip
+    return (
+        f"mkdir -p {TEST_TSM_ROOT} && modprobe fuse; "
+        f"(setsid python3 {' '.join(args)} >/var/log/cube-test-tsm.log 2>&1 </dev/null &)"
+    )
+
+
 def post_build(root: Path, config: Path, init: str) -> None:
     """The board's post-build.sh (it makes the test autologin), as Buildroot runs it."""
     script = REPO / "board/cube/post-build.sh"
@@ -384,7 +442,9 @@ def post_build(root: Path, config: Path, init: str) -> None:
         inittab.write_text(re.sub(r"^ttyS0::.*$", "ttyS0::respawn:-/bin/sh", text, flags=re.M))
 
 
-def build_rootfs(init: str, config: Path, rendered: Path, root: Path, workdir: Path) -> None:
+def build_rootfs(
+    init: str, config: Path, rendered: Path, root: Path, workdir: Path, test_root: Path
+) -> None:
     with tarfile.open(debian_base()) as tar:
         tar.extractall(root, filter="fully_trusted")  # noqa: S202 (our own mmdebstrap output)
     # The project's BR2_ROOTFS_OVERLAY, then the test image's own few files.
@@ -400,6 +460,7 @@ def build_rootfs(init: str, config: Path, rendered: Path, root: Path, workdir: P
     install_llama_server(root)
     install_agent(root, workdir)
     install_kernel_modules(root, host_kernel()[2])
+    install_test_tsm(root, test_root, init)
     if init == "systemd":
         # The guest's own systemctl: the host needs no systemd.
         sh("chroot", root, "systemctl", "enable", "systemd-networkd.service", *units)
@@ -425,6 +486,8 @@ def build(init: str) -> Path:
                 rendered,
                 REPO / "agent",
                 REPO / "tests/doubles",
+                REPO / "tests/cvm/fake_tsm.py",
+                REPO / "tests/support/snp_chain.py",
                 EXTERNAL,
                 REPO / "board",
                 REPO / "package",
@@ -441,10 +504,10 @@ def build(init: str) -> Path:
             raise BuildError("building the test image needs root (mmdebstrap, chroot)")
         log(f"building {image.name}")
         root = workdir / "root"
-        build_rootfs(init, config, rendered, root, workdir)
         partial = CACHE / f"{image.name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
+        build_rootfs(init, config, rendered, root, workdir, partial / "test-root")
         shutil.copyfile(kernel, partial / "bzImage")
         shutil.copyfile(initrd, partial / "initrd.img")
         shutil.copyfile(config, partial / "cube.config")
@@ -493,10 +556,12 @@ Booting the offline test image ({init}, TCG: about a minute to a login shell).
 The console below is the VM's serial console, logged in as root (test image only).
 Quit with Ctrl-a x.
 
-The agent is forwarded to http://127.0.0.1:{agent_port}. Once it is up, in the console:
+The agent is forwarded to https://127.0.0.1:{agent_port}: TLS with a key made at boot
+(plain HTTP only on the guest's loopback, port 7002). Once it is up, in the console:
     cat /etc/cube/agent/admin.key        # the admin key made on first boot
-then from another host terminal:
-    curl -H "Authorization: Bearer KEY" http://127.0.0.1:{agent_port}/v1/models
+then from another host terminal (plain QEMU has no TEE, so nothing is attested here:
+-k; tests/integration mounts the test TSM and checks the agent with cube-verify):
+    curl -k -H "Authorization: Bearer KEY" https://127.0.0.1:{agent_port}/v1/models
 """,
         file=sys.stderr,
         flush=True,

@@ -21,7 +21,7 @@ from support import missing
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts/bench/bench.py"
-CONTENDERS = ["direct", "nginx", "bare", "agent"]
+CONTENDERS = ["direct", "nginx", "nginx-tls", "bare", "agent", "agent-tls"]
 SCENARIOS = ["plain_c1", "plain_c32", "stream_c1", "stream_c32"]
 
 pytestmark = pytest.mark.slow
@@ -113,6 +113,22 @@ def test_verdicts_follow_the_figures(run) -> None:
 
     agent["rss_idle_mb"] = 200
     assert verdict(results, "idle RSS") is False
+
+
+def test_tls_is_priced_and_judged_by_the_same_targets(run) -> None:
+    _, data = run
+    table = data["table"]
+    assert "**the price of TLS**" in table
+    assert "| agent-tls vs agent |" in table and "| nginx-tls vs nginx |" in table
+    judged = {t["agent"] for t in data["targets"]}
+    assert judged == {"agent", "agent-tls"}
+    assert "**targets (agent-tls)**" in table
+    results = copy.deepcopy(data["results"])
+    results["agent-tls"]["rss_idle_mb"] = 200
+    idle = next(
+        t for t in bench.check_targets(results, "agent-tls") if t["target"].startswith("idle")
+    )
+    assert idle["pass"] is False
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
     python fake_tsm.py MOUNTPOINT [--measurement HEX] [--vcek-key PEM] [--certs FILE]
                        [--policy HEX] [--chip-id HEX] [--tcb HEX] [--no-aux] [--race]
-                       [--fail-errno N]
+                       [--fail-errno N] [--allow-other]
 
 MOUNTPOINT plays `/sys/kernel/config/tsm/report`. A plain directory cannot: there `mkdir`
 makes an empty directory, reading a file cannot generate anything, and `rmdir` of a
@@ -211,6 +211,9 @@ def main() -> None:
     parser.add_argument("--chip-id", default="00" * 64, help="CHIP_ID, 64 bytes hex")
     parser.add_argument("--tcb", default="0", help="REPORTED_TCB as a 64-bit hex value")
     parser.add_argument("--no-aux", action="store_true", help="no auxblob attribute")
+    parser.add_argument(
+        "--allow-other", action="store_true", help="other users may use the mount (as root)"
+    )
     parser.add_argument("--race", action="store_true")
     parser.add_argument("--fail-errno", type=int, default=0)
     args = parser.parse_args()
@@ -240,7 +243,8 @@ def main() -> None:
         tcb=int(args.tcb, 16),
     )
     # One thread: FUSE calls are serialised, so the state needs no locks.
-    fuse.FUSE(ops, args.mountpoint, foreground=True, nothreads=True, direct_io=True)
+    options = {"allow_other": True} if args.allow_other else {}
+    fuse.FUSE(ops, args.mountpoint, foreground=True, nothreads=True, direct_io=True, **options)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,16 @@ comes last. In the offline test image the engines are the doubles from tests/dou
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import ollama
+import httpx
 import openai
 import pytest
+from integration.emulator import scaled
 from integration.guest import Guest, boot
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
@@ -88,11 +92,9 @@ def test_units_are_sandboxed_as_measured_in_the_vm(guest: Guest, unit: str) -> N
 
 def test_models_show_through_the_agent_from_the_host(guest: Guest) -> None:
     guest.wait_for_agent()
-    key = guest.admin_key()
     models = guest.configured_models()
 
-    tags = ollama.Client(host=guest.agent_url, headers={"Authorization": f"Bearer {key}"})
-    assert sorted(m.model for m in tags.list().models) == models
+    assert sorted(m.model for m in guest.ollama().list().models) == models
     assert sorted(m.id for m in guest.openai().models.list()) == models
 
     answer = guest.openai().chat.completions.create(
@@ -101,11 +103,44 @@ def test_models_show_through_the_agent_from_the_host(guest: Guest) -> None:
     assert "hello there" in answer.choices[0].message.content
 
 
+def test_cube_verify_from_the_host_then_openai_through_the_verified_client(guest: Guest) -> None:
+    """What a relying party does: one command, then the unmodified client."""
+    guest.wait_for_agent()
+    assert guest.attested, "the offline image carries the test TSM"
+    done = subprocess.run(
+        [sys.executable, "-m", "cube_verify", guest.agent_url, "--measurement",
+         str(guest.measurement), "--certs", str(guest.image / "test-root")],
+        capture_output=True, text=True, timeout=scaled(120), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["measurement"] == json.loads(guest.measurement.read_text())["measurement"]
+    verified = guest.verify()
+    assert verified.spki_sha256 == summary["tls_spki_sha256"]  # the agent's one key
+    client = openai.OpenAI(
+        base_url=f"{verified.url}/v1", api_key=guest.admin_key(), http_client=verified.client()
+    )
+    model = guest.configured_models()[0]
+    answer = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "attested in the vm"}]
+    )
+    assert "attested in the vm" in answer.choices[0].message.content
+
+
+def test_plain_http_from_the_host_is_refused(guest: Guest) -> None:
+    guest.wait_for_agent()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(guest.agent_url.replace("https://", "http://") + "/health", timeout=10)
+    # Plain HTTP exists only on the guest's loopback, for programs inside it.
+    assert guest.console.check("curl -sf http://127.0.0.1:7002/health") == '{"status":"ok"}'
+    listening = guest.console.check("ss -Hltn 'sport = :7002'")
+    assert listening.split()[3] == "127.0.0.1:7002", listening
+
+
 def test_agent_refuses_requests_without_a_key(guest: Guest) -> None:
     guest.wait_for_agent()
-    client = openai.OpenAI(base_url=f"{guest.agent_url}/v1", api_key="not-a-key", timeout=30)
     with pytest.raises(openai.AuthenticationError):
-        client.models.list()
+        guest.openai(api_key="not-a-key").models.list()
 
 
 def test_pull_models_retries_until_the_engine_is_up(guest: Guest) -> None:
@@ -143,7 +178,6 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
     console = guest.console
     env = "/etc/default/cube-agent"
     console.check(f"cp {env} /root/cube-agent.env")
-    client = guest.openai()
     vllm_model = console.check(". /etc/default/vllm && echo $VLLM_MODEL")
     question = [{"role": "user", "content": "which engine"}]
     try:
@@ -154,7 +188,8 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
             f" {env}"
         )
         console.check("systemctl restart cube-agent")
-        guest.wait_for_agent()
+        guest.wait_for_agent()  # verifies the new key the restart made
+        client = guest.openai()
         assert [m.id for m in client.models.list()] == [vllm_model]
         answer = client.chat.completions.create(model=vllm_model, messages=question)
         assert answer.model == vllm_model
@@ -162,7 +197,7 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
     finally:
         console.check(f"cp /root/cube-agent.env {env} && systemctl restart cube-agent")
     guest.wait_for_agent()
-    assert vllm_model not in [m.id for m in client.models.list()]
+    assert vllm_model not in [m.id for m in guest.openai().models.list()]
 
 
 def test_switching_to_llama_cpps_real_server_keeps_both_apis_working(guest: Guest) -> None:
@@ -194,10 +229,9 @@ def test_switching_to_llama_cpps_real_server_keeps_both_apis_working(guest: Gues
             )
         )
         assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
-        native = ollama.Client(
-            host=guest.agent_url, headers={"Authorization": f"Bearer {guest.admin_key()}"}
+        stream = guest.ollama().chat(
+            model=model, messages=[{"role": "user", "content": "hi"}], stream=True
         )
-        stream = native.chat(model=model, messages=[{"role": "user", "content": "hi"}], stream=True)
         last = list(stream)[-1]
         assert last.done
     finally:
@@ -223,6 +257,7 @@ def test_a_reboot_keeps_the_pulled_models(guest: Guest) -> None:
     boot_id = guest.console.check("cat /proc/sys/kernel/random/boot_id")
     guest.console.reboot()
     assert guest.console.check("cat /proc/sys/kernel/random/boot_id") != boot_id
+    guest.start_test_tsm()
     wait_for_pull_models(guest)
     # Nothing was pulled again on this boot: every model was already there.
     log = guest.console.check("journalctl -b -o cat -u pull-models")
