@@ -25,11 +25,11 @@ host-deps:
 
 venv: host-deps $(VENV)/.stamp
 
-$(VENV)/.stamp: requirements-dev.txt agent/pyproject.toml
+$(VENV)/.stamp: requirements-dev.txt agent/pyproject.toml verifier/pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
-		$(PYTHON) -m pip install -q -r requirements-dev.txt -e './agent[test]'
+		$(PYTHON) -m pip install -q -r requirements-dev.txt -e './agent[test]' -e './verifier[tdx]'
 	touch $@
 
 test: venv buildroot

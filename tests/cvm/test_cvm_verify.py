@@ -314,3 +314,21 @@ def test_plain_loopback_listener_beside_tls(tsm, agents, trust: Path, measuremen
         f"http://127.0.0.1:{plain}/attestation", json={"nonce": "cd" * 32}, timeout=30
     ).json()
     assert body["tls_spki_sha256"] == verified.spki_sha256
+
+
+def test_curl_pinned_to_the_attested_key(tsm, agents, trust: Path, measurement: Path, mitms):
+    """The summary's curl_pin: `curl -k --pinnedpubkey PIN` reaches only the attested key."""
+    agent = agents(tsm())
+    pin = cube_verify.verify(agent.url, measurement, trust).curl_pin
+    mitm = mitms(agent.url)
+
+    def curl(url: str) -> int:
+        return subprocess.run(
+            ["curl", "-sfk", "--pinnedpubkey", pin, f"{url}/health"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        ).returncode
+
+    assert curl(agent.url) == 0
+    assert curl(mitm.url) == 90  # curl: "SSL: public key does not match pinned public key"

@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         help="TDX: accept a quote whose signature is not verified",
     )
     parser.add_argument("--timeout", type=float, default=30)
-    parser.add_argument(
-        "--pin-out", help="write the attested certificate (PEM) here, e.g. for curl --pinnedpubkey"
-    )
+    parser.add_argument("--pin-out", help="write the attested certificate (PEM) to this file")
     args = parser.parse_args(argv)
     try:
         min_tcb = snp.parse_min_tcb(args.min_tcb)

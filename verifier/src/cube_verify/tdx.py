@@ -77,9 +77,15 @@ def verify_signature(quote: Quote, collateral_json: str | None, skip: bool) -> s
             ) from None
         try:
             collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
+        except ValueError as exc:
+            raise UnverifiedError(f"the TDX collateral is not dcap-qvl's JSON: {exc}") from None
+        try:
             report = dcap_qvl.verify(quote.raw, collateral, int(time.time()))
         except (ValueError, RuntimeError) as exc:
-            raise SignatureError(f"bad signature: dcap-qvl rejects the TDX quote: {exc}") from None
+            reason = str(exc).splitlines()[0]
+            raise SignatureError(
+                f"bad signature: dcap-qvl rejects the TDX quote: {reason}"
+            ) from None
         return f"verified by dcap-qvl ({report.status})"
     if skip:
         return "NOT verified (the quote's signature was not checked: --insecure-skip-tdx-signature)"

@@ -83,12 +83,19 @@ class Verified:
         kwargs.setdefault("base_url", self.url)
         return httpx.AsyncClient(verify=self.ssl_context(), **kwargs)
 
+    @property
+    def curl_pin(self) -> str:
+        """For `curl -k --pinnedpubkey PIN`: TLS to exactly the attested key."""
+        digest = hashlib.sha256(_spki(self.cert_der)).digest()
+        return "sha256//" + base64.b64encode(digest).decode()
+
     def summary(self) -> dict[str, Any]:
         return {
             "url": self.url,
             "provider": self.provider,
             "measurement": self.measurement,
             "tls_spki_sha256": self.spki_sha256,
+            "curl_pin": self.curl_pin,
             "checks": list(self.checks),
         }
 
