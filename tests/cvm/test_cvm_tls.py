@@ -222,3 +222,25 @@ def test_every_worker_serves_and_binds_the_same_key(tmp_path: Path, fake_tsm) ->
     finally:
         process.stop()
     assert len(served) == 1 and served == bound
+
+
+@pytest.mark.parametrize("which", ["main", "plain"])
+def test_a_listener_that_cannot_bind_stops_the_agent(tmp_path: Path, which: str) -> None:
+    """Both listeners or none: a port taken by someone else is a failed start, not an
+    agent serving half of what it was configured for."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        keys = KeyFile(tmp_path / "keys.json")
+        keys.add("admin", ["*"], admin=True)
+        keys.save()
+        env = {
+            "UV_CUBE_AGENT_KEY_FILE": str(keys.path),
+            "UV_CUBE_AGENT_TLS": "on",
+            "UV_CUBE_AGENT_PORT": busy if which == "main" else str(free_port()),
+            "UV_CUBE_AGENT_PLAIN_PORT": busy if which == "plain" else str(free_port()),
+        }
+        done = run(env)
+    assert done.returncode != 0, done.stderr
+    assert "address already in use" in done.stderr.lower()

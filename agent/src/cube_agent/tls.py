@@ -184,10 +184,13 @@ def run(app: Any, options: dict[str, Any], plain: tuple[str, int] | None) -> Non
     import asyncio
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     main = uvicorn.Server(uvicorn.Config(app, **options))
     if plain is None:
         main.run()
+        if not main.started:  # as uvicorn.run: a listener that never came up is exit 3
+            raise SystemExit(STARTUP_FAILURE)
         return
     second = {**options, "host": plain[0], "port": plain[1], "lifespan": "off"}
     second.pop("ssl_context_factory", None)
@@ -206,3 +209,5 @@ def run(app: Any, options: dict[str, Any], plain: tuple[str, int] | None) -> Non
 
     with asyncio.Runner(loop_factory=main.config.get_loop_factory()) as runner:
         runner.run(both())
+    if not (main.started and extra.started):
+        raise SystemExit(STARTUP_FAILURE)
