@@ -27,6 +27,9 @@ SERVICES = {
     "llama-server": "llama-server",
 }
 VLLM_URL = "http://127.0.0.1:8000"
+# A restart under TCG: up to 10 s for open TLS connections to close, then `keys init` and
+# the agent's start-up (a new TLS key), all in Python on an emulated CPU.
+RESTART_S = 120
 LLAMA_SERVER_URL = "http://127.0.0.1:8080"
 
 
@@ -187,7 +190,7 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
             f"sed -i 's|^UV_CUBE_AGENT_TARGET_URL=.*|UV_CUBE_AGENT_TARGET_URL=\"{VLLM_URL}\"|'"
             f" {env}"
         )
-        console.check("systemctl restart cube-agent")
+        console.check("systemctl restart cube-agent", timeout=RESTART_S)
         guest.wait_for_agent()  # verifies the new key the restart made
         client = guest.openai()
         assert [m.id for m in client.models.list()] == [vllm_model]
@@ -195,7 +198,9 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
         assert answer.model == vllm_model
         assert "which engine" in answer.choices[0].message.content
     finally:
-        console.check(f"cp /root/cube-agent.env {env} && systemctl restart cube-agent")
+        console.check(
+            f"cp /root/cube-agent.env {env} && systemctl restart cube-agent", timeout=RESTART_S
+        )
     guest.wait_for_agent()
     assert vllm_model not in [m.id for m in guest.openai().models.list()]
 
@@ -212,7 +217,7 @@ def test_switching_to_llama_cpps_real_server_keeps_both_apis_working(guest: Gues
             "sed -i 's|^UV_CUBE_AGENT_TARGET_URL=.*|"
             f'UV_CUBE_AGENT_TARGET_URL="{LLAMA_SERVER_URL}"|\' {env}'
         )
-        console.check("systemctl restart cube-agent")
+        console.check("systemctl restart cube-agent", timeout=RESTART_S)
         guest.wait_for_agent()
         client = guest.openai()
         model = client.models.list().data[0].id
@@ -235,7 +240,9 @@ def test_switching_to_llama_cpps_real_server_keeps_both_apis_working(guest: Gues
         last = list(stream)[-1]
         assert last.done
     finally:
-        console.check(f"cp /root/cube-agent.env {env} && systemctl restart cube-agent")
+        console.check(
+            f"cp /root/cube-agent.env {env} && systemctl restart cube-agent", timeout=RESTART_S
+        )
     guest.wait_for_agent()
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .config import ENV_PREFIX, ConfigError, is_loopback, load_settings
 from .keys import KeyFile, KeyFileError, init_key_file
-from .tls import TlsError
 
 DEFAULT_KEY_FILE = "/etc/cube/agent/keys.json"
 
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in (None, "serve"):
             return _serve(args)
         return args.func(args)
-    except (ConfigError, KeyFileError, TlsError) as exc:
+    except (ConfigError, KeyFileError) as exc:
         print(f"cube-agent: {exc}", file=sys.stderr)
         return 2
 
@@ -87,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from . import tls
+    from . import tls  # here: `keys init` runs before every start and needs no cryptography
     from .logs import setup_logging
 
     overrides = {

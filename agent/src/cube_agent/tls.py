@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from .config import ConfigError
+
 DOMAIN = b"cube-hal attested-tls v1\0"
 NONCE_BYTES = 32
 # A self-signed certificate's dates carry no trust here (the key is pinned after
@@ -43,7 +45,7 @@ VALIDITY = datetime.timedelta(days=3650)
 CERT_ENV = "CUBE_AGENT_TLS_CERT_PEM"
 
 
-class TlsError(Exception):
+class TlsError(ConfigError):
     """A user-supplied certificate or key that cannot be used; one line."""
 
 
