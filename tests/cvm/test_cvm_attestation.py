@@ -273,3 +273,22 @@ async def test_request_schema_is_documented(tmp_path: Path, key: str) -> None:
     post = schema["paths"]["/attestation"]["post"]
     body = post["requestBody"]["content"]["application/json"]["schema"]
     assert "nonce" in body["properties"]
+
+
+async def test_too_many_waiting_is_503_and_touches_nothing(tmp_path: Path, key, fake_tsm) -> None:
+    """Anyone may ask (no key), so reports queue one at a time with a bounded line."""
+    from cube_agent.attestation import MAX_WAITING, _Gate
+
+    root = fake_tsm()
+    settings = Settings(key_file=tmp_path / "keys.json", tsm_root=root)
+    app = create_app(settings, tls_spki=SPKI)
+    gate = _Gate()
+    gate.waiting = MAX_WAITING  # as if that many were queued already
+    app.state.attestation_gate = gate
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+        response = await client.post("/attestation", json={"nonce": nonce()})
+        assert response.status_code == 503 and "too many" in response.json()["error"]["message"]
+        gate.waiting = 0
+        assert (await client.post("/attestation", json={"nonce": nonce()})).status_code == 200
+    assert os.listdir(root) == []

@@ -28,7 +28,8 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 # FUZZ_RANDOM=1: new inputs every run (a longer hunt); by default the same inputs each run.
 DERANDOMIZE = os.environ.get("FUZZ_RANDOM", "") in ("", "0")
 CALLERS = ("no key", "wrong key", "default key", "admin key")
-NO_KEY_NEEDED = {"/health", "/ready"}
+# /attestation: a relying party verifies the agent before it sends a key (docs/attestation.md)
+NO_KEY_NEEDED = {"/health", "/ready", "/attestation"}
 ADMIN_ONLY = {"/metrics", "/admin/routes", "/api/pull", "/api/delete"}
 # 501 is documented: no TEE on this machine; an OpenAI engine has no Ollama version or pulls.
 NOT_IMPLEMENTED = {
