@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -77,6 +78,8 @@ KERNEL_MODULES = [
     "kernel/fs/fuse/fuse.ko",  # the test TSM
 ]
 IMAGE_SIZE = "1536M"
+# A cached image nobody built or booted for this long is removed by the next build.
+STALE_AFTER_S = 6 * 3600
 # net.ifnames=0: the network card is eth0, as on the Buildroot image.
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 
@@ -499,6 +502,7 @@ def build(init: str) -> Path:
         )
         image = CACHE / f"{init}-{key}"
         if (image / "rootfs.ext4").is_file():
+            os.utime(image)  # in use: see the clean-up below
             return image
         if os.geteuid() != 0:
             raise BuildError("building the test image needs root (mmdebstrap, chroot)")
@@ -515,9 +519,10 @@ def build(init: str) -> Path:
         sh("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, rootfs, IMAGE_SIZE)
         partial.rename(image)
         log(f"built {image}")
-        # One image per init system is enough: drop the ones older inputs made.
+        # Drop the images older inputs made, but not one another worktree sharing this
+        # cache used lately (its VM may be running on it right now).
         for stale in CACHE.glob(f"{init}-*"):
-            if stale != image:
+            if stale != image and time.time() - stale.stat().st_mtime > STALE_AFTER_S:
                 shutil.rmtree(stale, ignore_errors=True)
         return image
 

@@ -53,6 +53,12 @@ class Guest:
     _verified: cube_verify.Verified | None = field(default=None, repr=False)
 
     @property
+    def trust_root(self) -> Path:
+        """The test chain's ARK, copied beside measurement.json at boot."""
+        assert self.measurement is not None
+        return self.measurement.parent / "test-root"
+
+    @property
     def attested(self) -> bool:
         return self.measurement is not None
 
@@ -74,7 +80,7 @@ class Guest:
         restart of the agent, so verify again then: wait_for_agent does)."""
         assert self.measurement is not None
         self._verified = cube_verify.verify(
-            self.agent_url, self.measurement, self.image / "test-root", timeout=scaled(60)
+            self.agent_url, self.measurement, self.trust_root, timeout=scaled(60)
         )
         return self._verified
 
@@ -188,6 +194,8 @@ def boot(init: str, log_dir: Path) -> Iterator[Guest]:
     if not offline:
         env.pop("EXTRA_ARGS")  # a real image: launch-vm's own defaults, writes included
     measurement = predict_measurement(image, log_dir / f"{init}-measure") if offline else None
+    if offline:  # the trusted test root, kept with the run: the cache may be cleaned meanwhile
+        shutil.copytree(image / "test-root", log_dir / f"{init}-measure" / "test-root")
     console = Emulator(testimage.launch_command(), env, log_dir / f"{init}.log")
     try:
         console.start()

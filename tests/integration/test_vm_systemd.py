@@ -112,7 +112,7 @@ def test_cube_verify_from_the_host_then_openai_through_the_verified_client(guest
     assert guest.attested, "the offline image carries the test TSM"
     done = subprocess.run(
         [sys.executable, "-m", "cube_verify", guest.agent_url, "--measurement",
-         str(guest.measurement), "--certs", str(guest.image / "test-root")],
+         str(guest.measurement), "--certs", str(guest.trust_root)],
         capture_output=True, text=True, timeout=scaled(120), check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
