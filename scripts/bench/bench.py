@@ -483,6 +483,11 @@ def measure(contenders: list[Contender], args: argparse.Namespace) -> dict:
     return results
 
 
+def div(x: float, y: float) -> float:
+    """A ratio that survives a peer with no successful request (inf: it did nothing)."""
+    return x / y if y else float("inf")
+
+
 def check_targets(res: dict, name: str = "agent") -> list[dict]:
     """Each target of issue 9 against the agent (or agent-tls: the same targets against the
     same plain references, so the price of TLS counts against it)."""
@@ -505,7 +510,7 @@ def check_targets(res: dict, name: str = "agent") -> list[dict]:
         if bare is None:
             add(f"c=32 {kind}: req/s ≥ {MIN_VS_BARE}x bare proxy", "bare proxy not run", None)
         else:
-            ratio = a[scen]["rps"] / bare[scen]["rps"]
+            ratio = div(a[scen]["rps"], bare[scen]["rps"])
             add(
                 f"c=32 {kind}: req/s ≥ {MIN_VS_BARE}x bare proxy",
                 f"{ratio:.2f}x",
@@ -514,13 +519,13 @@ def check_targets(res: dict, name: str = "agent") -> list[dict]:
         if lite is None:
             add(f"c=32 {kind}: req/s ≥ {MIN_VS_LITELLM:.0f}x LiteLLM", "LiteLLM not run", None)
         else:
-            ratio = a[scen]["rps"] / lite[scen]["rps"]
+            ratio = div(a[scen]["rps"], lite[scen]["rps"])
             add(
                 f"c=32 {kind}: req/s ≥ {MIN_VS_LITELLM:.0f}x LiteLLM",
                 f"{ratio:.1f}x",
                 ratio >= MIN_VS_LITELLM,
             )
-        ratio = a[scen]["p99_ms"] / a[scen]["p50_ms"]
+        ratio = div(a[scen]["p99_ms"], a[scen]["p50_ms"])
         add(
             f"c=32 {kind}: p99 ≤ {MAX_P99_OVER_P50:.0f}x own p50",
             f"{ratio:.1f}x",
@@ -532,7 +537,7 @@ def check_targets(res: dict, name: str = "agent") -> list[dict]:
         f"{added:+.2f} ms",
         added <= MAX_ADDED_TTFB_MS,
     )
-    kept = a["spread_ms"] / d["spread_ms"]
+    kept = div(a["spread_ms"], d["spread_ms"])
     add(
         "stream not buffered: first-to-last event spread ≥ 0.8x direct", f"{kept:.2f}x", kept >= 0.8
     )
@@ -555,7 +560,7 @@ def tls_price(res: dict) -> list[list[str]]:
         row = [f"{tls} vs {plain}"]
         for kind, conns in SCENARIOS:
             s = f"{kind}_c{conns}"
-            ratio = res[tls][s]["rps"] / res[plain][s]["rps"]
+            ratio = div(res[tls][s]["rps"], res[plain][s]["rps"])
             row.append(f"{ratio:.2f}x / {res[tls][s]['p50_ms'] - res[plain][s]['p50_ms']:+.2f} ms")
         row.append(f"{res[tls]['ttfb_ms'] - res[plain]['ttfb_ms']:+.2f} ms")
         row.append(f"{res[tls]['rss_idle_mb'] - res[plain]['rss_idle_mb']:+.0f} MB")
@@ -593,7 +598,7 @@ def report(results: dict, targets: list[dict], notes: dict[str, str]) -> str:
                 s = r[f"{kind}_c{conns}"]
                 flag = f" ({s['errors']} errors)" if s["errors"] else ""
                 row += [fmt_rps(s["rps"]) + flag, f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}"]
-            row.append(f"{r[f'{kind}_c32']['rps'] / d[f'{kind}_c32']['rps']:.3f}")
+            row.append(f"{div(r[f'{kind}_c32']['rps'], d[f'{kind}_c32']['rps']):.3f}")
             row.append(f"{r[f'{kind}_c1']['p50_ms'] - d[f'{kind}_c1']['p50_ms']:+.2f}")
             rows.append(row)
         parts.append(
@@ -637,7 +642,8 @@ def report(results: dict, targets: list[dict], notes: dict[str, str]) -> str:
         row = [peer]
         for kind, conns in SCENARIOS:
             s = f"{kind}_c{conns}"
-            row.append(f"{a[s]['rps'] / p[s]['rps']:.2f}x / {a[s]['p50_ms'] / p[s]['p50_ms']:.2f}x")
+            rps, p50 = div(a[s]["rps"], p[s]["rps"]), div(a[s]["p50_ms"], p[s]["p50_ms"])
+            row.append(f"{rps:.2f}x / {p50:.2f}x")
         rows.append(row)
     if rows:
         parts.append(
