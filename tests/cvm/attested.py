@@ -112,7 +112,7 @@ class Mitm:
             log_level="warning",
             lifespan="off",
             interface="asgi3",
-            ssl_context_factory=self.identity,
+            ssl_certfile=self.identity.serve_path(),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -108,7 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("cube_agent")
     identity = tls.identity_for(settings)
     if identity is not None:
-        options["ssl_context_factory"] = identity  # the key stays in memory (tls.py)
+        identity.ssl_context()  # a bad certificate stops start-up here, with one line
+        options["ssl_certfile"] = identity.serve_path()  # in memory (tls.py)
         log.info("serving HTTPS", extra={"spki_sha256": identity.spki_sha256})
     elif settings.insecure_plain_http and not is_loopback(settings.host):
         log.warning(

@@ -1,9 +1,10 @@
 """The agent's TLS: a key pair made in memory at start-up, and what the evidence binds.
 
 The key is generated inside the guest each time the agent starts and never written to a
-file system: Python's ssl module loads certificates only from a path, so the PEM goes
-through an anonymous memory file (memfd) that is closed once loaded. With several worker
-processes the identity reaches them pickled through uvicorn's pipe, again not a file.
+file system: Python's ssl module (and uvicorn, in every version the image may have) loads
+certificates only from a path, so the PEM lives in an anonymous memory file (memfd) that
+the agent keeps open while it serves; uvicorn loads `/proc/<agent pid>/fd/<n>`, worker
+processes included.
 
 What `POST /attestation` puts into REPORT_DATA (64 bytes; docs/attestation.md):
 
@@ -23,8 +24,7 @@ import hashlib
 import ipaddress
 import os
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +70,13 @@ def cert_spki(cert_pem: bytes) -> bytes:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class TlsIdentity:
-    """A certificate chain and its private key, both PEM, held in memory.
-
-    Callable as uvicorn's `ssl_context_factory`, so it is what every worker serves."""
+    """A certificate chain and its private key, both PEM, held in memory."""
 
     cert_pem: bytes
     key_pem: bytes
+    _fd: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def spki_der(self) -> bytes:
@@ -87,21 +86,21 @@ class TlsIdentity:
     def spki_sha256(self) -> str:
         return hashlib.sha256(self.spki_der).hexdigest()
 
+    def serve_path(self) -> str:
+        """The chain and key in one PEM "file" in memory, for uvicorn's ssl_certfile."""
+        if self._fd is None:
+            self._fd = os.memfd_create("cube-agent-tls", os.MFD_CLOEXEC)
+            os.write(self._fd, self.cert_pem + b"\n" + self.key_pem)
+        return f"/proc/{os.getpid()}/fd/{self._fd}"
+
     def ssl_context(self) -> ssl.SSLContext:
+        """What uvicorn will build from serve_path(); loading it here fails early."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        fd = os.memfd_create("cube-agent-tls", os.MFD_CLOEXEC)
         try:
-            os.write(fd, self.cert_pem + b"\n" + self.key_pem)
-            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+            ctx.load_cert_chain(self.serve_path())
         except ssl.SSLError as exc:
             raise TlsError(f"the certificate and key do not load: {exc.reason or exc}") from None
-        finally:
-            os.close(fd)
         return ctx
-
-    def __call__(self, _config: Any, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        return self.ssl_context()
 
     def __repr__(self) -> str:  # never print the key
         return f"TlsIdentity(spki_sha256={self.spki_sha256})"
@@ -179,6 +178,10 @@ def from_environment() -> bytes | None:
     return None
 
 
+# uvicorn's exit status for a server that did not start (uvicorn.main; not exported by 0.40)
+STARTUP_FAILURE = 3
+
+
 def identity_for(settings: Any) -> TlsIdentity | None:
     """The identity the main listener serves, or None for plain HTTP (loopback/sandbox)."""
     if not settings.serves_tls:
@@ -195,7 +198,6 @@ def run(app: Any, options: dict[str, Any], plain: tuple[str, int] | None) -> Non
     import asyncio
 
     import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
 
     main = uvicorn.Server(uvicorn.Config(app, **options))
     if plain is None:
@@ -204,7 +206,7 @@ def run(app: Any, options: dict[str, Any], plain: tuple[str, int] | None) -> Non
             raise SystemExit(STARTUP_FAILURE)
         return
     second = {**options, "host": plain[0], "port": plain[1], "lifespan": "off"}
-    second.pop("ssl_context_factory", None)
+    second.pop("ssl_certfile", None)
     extra = uvicorn.Server(uvicorn.Config(app, **second))
 
     async def both() -> None:
