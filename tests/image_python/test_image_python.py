@@ -120,3 +120,46 @@ def test_ollama_and_openai_clients_through_the_agent(agent, ollama_double):
 
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/d1/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_https_with_a_key_made_at_start_on_the_images_python(image_python, tmp_path):
+    """The image's uvicorn and cryptography serve the agent's TLS, beside the plain
+    loopback listener, as the image's env file configures them."""
+    import ssl
+    import time
+
+    import httpx
+    from support import Process, free_port, wait_for_url
+
+    keys = "/tmp/tls-keys.json"
+    cli = image_python.python.replace("/python", "/cube-agent")
+    add = [cli, "keys", "add", "--file", keys, "--name", "t", "--domain", "d1"]
+    assert image_python.run(add).returncode == 0
+    port, plain = free_port(), free_port()
+    env = {
+        "UV_CUBE_AGENT_TARGET_URL": "http://127.0.0.1:9",
+        "UV_CUBE_AGENT_HOST": "127.0.0.1",
+        "UV_CUBE_AGENT_PORT": str(port),
+        "UV_CUBE_AGENT_TLS": "on",
+        "UV_CUBE_AGENT_PLAIN_PORT": str(plain),
+        "UV_CUBE_AGENT_KEY_FILE": keys,
+    }
+    process = Process(image_python.agent_command(), env=env)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        wait_for_url(f"http://127.0.0.1:{plain}/health", timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(f"https://127.0.0.1:{port}/health", verify=ctx, timeout=5)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, process.output()
+                time.sleep(0.2)
+        assert answer.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        process.stop()
+        (image_python.root / keys.lstrip("/")).unlink()
