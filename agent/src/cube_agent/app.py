@@ -18,11 +18,12 @@ from starlette.types import Receive, Scope, Send
 from . import __version__
 from .auth import Auth
 from .config import ConfigError, Settings, load_settings
-from .errors import AgentError, error_response, handle_agent_error
+from .errors import AgentError, error_response, handle_agent_error, send_error
 from .keys import KeyFile, KeyFileError
 from .logs import setup_logging
 from .metrics import Metrics
-from .middleware import RequestContext
+from .middleware import REQUEST_ID, RequestContext, log_request, request_id_of
+from .paths import PathError, canonical_path, check_query
 from .proxy import PROXY_PATH, Proxy
 from .routing import Router
 
@@ -155,6 +156,24 @@ def create_app(settings: Settings, tls_spki: bytes | None = None) -> FastAPI:
     return app
 
 
+def raw_path_of(scope: Scope) -> bytes:
+    """The path as the client sent it. A server that gives no raw_path gives only the
+    decoded one: then an escape in it cannot be told from a decoded "%" (refused)."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        raw = scope["path"].encode()
+        if b"%" in raw:
+            raise PathError("the path cannot be checked (no raw path from the server)")
+    return raw
+
+
+async def refuse(scope: Scope, send: Send, exc: AgentError) -> None:
+    """An error before any route: the agent's JSON error, request id, access log."""
+    request_id = request_id_of(scope)
+    log_request(scope, request_id, "other", exc.status, 0.0)
+    await send_error(send, scope["path"], exc, [(REQUEST_ID, request_id)])
+
+
 class AgentApp(FastAPI):
     """The one ASGI callable: proxy paths go straight to `Proxy.handle` (plain ASGI, see
     proxy.py for why); everything else (operations, attestation, the schema) is FastAPI."""
@@ -162,11 +181,20 @@ class AgentApp(FastAPI):
     proxy: Proxy | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.proxy is not None:
-            match = PROXY_PATH.fullmatch(scope["path"])
-            if match is not None:
-                await self.proxy.handle(scope, receive, send, match)
+        if scope["type"] == "http":
+            # Every decision below, FastAPI's routes included, is made on this one path;
+            # the proxy forwards its raw form (paths.py).
+            try:
+                scope["path"] = canonical_path(raw_path_of(scope))
+                check_query(scope["query_string"])
+            except PathError as exc:
+                await refuse(scope, send, AgentError(400, str(exc), "invalid_path"))
                 return
+            if self.proxy is not None:
+                match = PROXY_PATH.fullmatch(scope["path"])
+                if match is not None:
+                    await self.proxy.handle(scope, receive, send, match)
+                    return
         await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:

@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     # Plain HTTP off the loopback: only for a sandbox on a trusted host (logged as a warning).
     insecure_plain_http: bool = False
 
+    @field_validator("target_url", mode="before")
+    @classmethod
+    def _target_base_path(cls, value: object) -> object:
+        # Prefixed to every forwarded path: canonical itself (paths.py), as written.
+        if isinstance(value, str):
+            from .routing import check_base_url
+
+            check_base_url(value)
+        return value
+
     @field_validator("log_level", "engine", "tls", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:

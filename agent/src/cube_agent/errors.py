@@ -7,9 +7,12 @@ answers OpenAI's `{"error": {"message", "type", "code"}}`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Send
 
 _TYPES = {
     400: "invalid_request_error",
@@ -57,6 +60,18 @@ def error_response(path: str, exc: AgentError) -> Response:
         media_type="application/json",
         headers=headers,
     )
+
+
+async def send_error(
+    send: Send, path: str, exc: AgentError, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer `exc` with plain ASGI messages (no framework on the way)."""
+    body = error_body(path, exc.status, exc.message, exc.code)
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if exc.status == 401:
+        head.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": exc.status, "headers": [*head, *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def handle_agent_error(request: Request, exc: Exception) -> Response:

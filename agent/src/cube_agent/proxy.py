@@ -37,6 +37,7 @@ from .errors import AgentError, StreamBroken, error_body, is_ollama_path
 from .keys import DEFAULT_DOMAIN
 from .metrics import Metrics, route_label
 from .middleware import REQUEST_ID, log_request, request_id_of
+from .paths import drop_segments
 from .routing import Router
 from .upstream import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS, Upstream
 
@@ -84,6 +85,7 @@ class Call:
 
     method: str
     path: str  # the API path without the /{domain} prefix: /v1/..., /api/NAME
+    raw_path: str  # the same as the client sent it (paths.py): what the engine gets
     scope_path: str  # the path the client sent (error shapes and metrics go by it)
     domain: str
     headers: dict[str, str]  # first value of each, lower-case names
@@ -131,9 +133,12 @@ class Proxy:
         if "x-request-id" not in headers:
             forward.append(("x-request-id", request_id.decode("latin-1")))
         rest = match["rest"]
+        raw = scope.get("raw_path")
+        raw_path = raw.decode("ascii") if raw is not None else scope["path"]  # checked: app.py
         call = Call(
             method=scope["method"],
             path="/v1/" + rest if rest is not None else "/api/" + match["name"],
+            raw_path=drop_segments(raw_path, 1) if match["domain"] else raw_path,
             scope_path=scope["path"],
             domain=match["domain"] or DEFAULT_DOMAIN,
             headers=headers,
@@ -260,7 +265,7 @@ class Proxy:
     def _route(self, call: Call) -> tuple[Upstream, str]:
         router = self.router
         if not router.rules:
-            return router.default, call.path
+            return router.default, call.raw_path
         parsed: list[Any] = []
 
         def body_json() -> Any:
@@ -272,7 +277,7 @@ class Proxy:
             dict(parse_qsl(call.query, keep_blank_values=True)) if self._rules_read_query else {}
         )
         upstream, path, _ = router.route(
-            call.method, call.path, call.domain, call.headers, query, body_json
+            call.method, call.path, call.domain, call.headers, query, body_json, call.raw_path
         )
         return upstream, path
 

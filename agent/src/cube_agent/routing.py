@@ -26,11 +26,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .config import ConfigError, Settings
+from .paths import PathError, canonical_path, drop_segments
 from .upstream import Upstream
 
 
@@ -80,6 +82,40 @@ class _RuleSpec(BaseModel):
     target: AnyHttpUrl
     engine: Literal["auto", "ollama", "openai"] = "auto"
     strip_prefix: str = ""
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _base_path(cls, value: object) -> object:
+        # The base path is prefixed to every forwarded path: canonical itself, as written
+        # (before URL parsing resolves any "..").
+        if isinstance(value, str):
+            check_base_url(value)
+        return value
+
+    @field_validator("strip_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value:
+            _canonical(value, "strip_prefix")
+            if "%" in value or value == "/":
+                raise ValueError("strip_prefix is whole path segments (/a/b), without escapes")
+        return value
+
+
+def check_base_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise ValueError("an engine URL has no query or fragment")
+    base = parts.path.rstrip("/")
+    if base:
+        _canonical(base, "the engine URL's path")
+
+
+def _canonical(path: str, what: str) -> None:
+    try:
+        canonical_path(path.encode("ascii"))
+    except (UnicodeEncodeError, PathError) as exc:
+        raise ValueError(f"{what} {path!r} is not a canonical path: {exc}") from None
 
 
 class _RoutesFile(BaseModel):
@@ -137,10 +173,14 @@ class Rule:
                 return False
         return True
 
-    def forward_path(self, path: str) -> str:
-        if self.strip_prefix and path.startswith(self.strip_prefix):
-            return path[len(self.strip_prefix) :] or "/"
-        return path
+    def forward_path(self, path: str, raw: str | None = None) -> str:
+        """The raw path to send: `strip_prefix` removed when it is whole leading segments
+        of `path` (so /v1 never strips /v1x), never anything else (paths.py)."""
+        raw = path if raw is None else raw
+        prefix = self.strip_prefix
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            return drop_segments(raw, prefix.count("/"))
+        return raw
 
 
 class Router:
@@ -227,14 +267,16 @@ class Router:
         headers: Mapping[str, str],
         query: Mapping[str, str],
         body: Callable[[], Any],
+        raw: str | None = None,
     ) -> tuple[Upstream, str, str | None]:
-        """Return (upstream, path to forward, rule name or None for the default)."""
+        """Return (upstream, raw path to forward, rule name or None for the default).
+        Rules match the decoded `path`; `raw` is its form as sent (default: the same)."""
         for rule in self.rules:
             if rule.matches_request_line(method, path, domain, headers, query) and (
                 not rule.body or rule.matches_body(body())
             ):
-                return rule.upstream, rule.forward_path(path), rule.name
-        return self.default, path, None
+                return rule.upstream, rule.forward_path(path, raw), rule.name
+        return self.default, path if raw is None else raw, None
 
     def describe(self) -> dict[str, Any]:
         return {

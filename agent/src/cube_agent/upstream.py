@@ -13,6 +13,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from .errors import AgentError
 
@@ -101,9 +102,14 @@ class Upstream:
         body: bytes | None,
         query: str = "",
     ) -> aiohttp.ClientResponse:
-        """Send one request; connection failures become 502, timeouts 504."""
+        """Send one request; connection failures become 502, timeouts 504.
+
+        `path` and `query` are sent byte for byte (checked by paths.py): encoded=True, so
+        yarl neither decodes escapes nor removes dot segments on the way out."""
         assert self.session is not None, "Upstream.start() not called"
-        target = self.base_path + path + ("?" + query if query else "")
+        target = URL(
+            self.origin + self.base_path + path + ("?" + query if query else ""), encoded=True
+        )
         try:
             return await self.session.request(
                 method, target, headers=headers, data=body, allow_redirects=False

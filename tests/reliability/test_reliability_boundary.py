@@ -1,0 +1,153 @@
+"""The agent is an authorization boundary (issue 14): one test per finding of the attack,
+the reproduction first, then the expected behaviour, against the real agent process.
+
+Engines: the Ollama and vLLM doubles; "the engine saw nothing" is read from their own
+access logs (one line per request)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+from reliability_support import OLLAMA_MODEL, EngineOnPort, bearer, start_agent
+
+
+def engine_requests(engine: EngineOnPort) -> list[str]:
+    return [line for line in engine.output().splitlines() if " HTTP/1.1" in line]
+
+
+def raw_http(url: str, head: bytes, body: bytes = b"", timeout: float = 10) -> tuple[int, bytes]:
+    """Send bytes as they are (no client library normalises or refuses anything);
+    the status and body of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        header, _, rest = data.partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1]) if header else 0
+        length = 0
+        for line in header.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return status, rest
+
+
+def request(
+    url: str, method: str, target: bytes, key: str | None = None, body: object = None
+) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else b""
+    head = method.encode() + b" " + target + b" HTTP/1.1\r\nHost: agent\r\n"
+    if key:
+        head += f"Authorization: Bearer {key}\r\n".encode()
+    head += b"Content-Type: application/json\r\nConnection: close\r\n"
+    head += f"Content-Length: {len(data)}\r\n\r\n".encode()
+    return raw_http(url, head, data)
+
+
+@pytest.fixture(scope="module")
+def ollama(keys, tmp_path_factory):
+    engine = EngineOnPort("ollama", models_dir=tmp_path_factory.mktemp("models")).start()
+    agent = None
+    try:
+        agent = start_agent(engine.url, keys, engine="ollama")
+        yield agent, engine
+    finally:
+        if agent is not None:
+            agent.stop()
+        engine.stop()
+
+
+# -- CRITICAL: dot segments and escapes reached the engine past every check ------------------
+
+# What the attack sent with a non-admin key; each reached the engine before the fix.
+BYPASSES = [
+    ("DELETE", b"/v1/%2e%2e/api/delete", {"model": OLLAMA_MODEL}),
+    ("POST", b"/v1/../api/pull", {"model": "evil:1b", "stream": False}),
+    ("POST", b"/v1/..%2Fapi/create", {"model": "evil", "from": OLLAMA_MODEL}),
+    ("GET", b"/v1/%2e%2e/metrics", None),
+    ("GET", b"/v1/%2e%2e/api/blobs/sha256:" + b"0" * 64, None),
+    ("POST", b"/v1/%2E%2E/api/copy", {"source": OLLAMA_MODEL, "destination": "x"}),
+    ("POST", b"/v1/.%2e/api/push", {"model": OLLAMA_MODEL}),
+    ("POST", b"/v1/%252e%252e/api/pull", {"model": "evil:1b"}),
+    ("POST", b"/v1\\..\\api/pull", {"model": "evil:1b"}),
+    ("POST", b"/v1/x/%5C../../api/pull", {"model": "evil:1b"}),
+    ("GET", b"/v1/models%3Fx=1", None),
+    ("GET", b"/v1/models%23x", None),
+    ("GET", b"/v1/models%00", None),
+    ("GET", b"//api/pull", None),
+    ("GET", b"/v1//../api/tags", None),
+]
+
+
+def test_dot_segments_and_escapes_never_reach_the_engine(ollama):
+    agent, engine = ollama
+    before = len(engine_requests(engine))
+    for method, target, body in BYPASSES:
+        status, answer = request(agent.url, method, target, agent.keys.default, body)
+        assert status == 400, (target, status, answer)
+        error = json.loads(answer)["error"]
+        message = error if isinstance(error, str) else error["message"]
+        assert "path" in message, (target, answer)
+    assert engine_requests(engine)[before:] == []
+    # the model the first request tried to delete is still there
+    tags = httpx.get(agent.url + "/api/tags", headers=bearer(agent.keys.default)).json()
+    assert OLLAMA_MODEL in [m["name"] for m in tags["models"]]
+
+
+def test_the_engine_gets_the_path_it_was_authorised_for(ollama):
+    """An accepted path goes out byte for byte (escapes of ':' included)."""
+    agent, engine = ollama
+    before = len(engine_requests(engine))
+    status, _ = request(
+        agent.url, "POST", b"/api/show", agent.keys.default, {"model": OLLAMA_MODEL}
+    )
+    assert status == 200
+    status, _ = request(agent.url, "GET", b"/v1/models/llama3.2%3A3b", agent.keys.default)
+    assert status < 500
+    seen = engine_requests(engine)[before:]
+    assert any('"POST /api/show HTTP/1.1"' in line for line in seen), seen
+    assert any('"GET /v1/models/llama3.2%3A3b HTTP/1.1"' in line for line in seen), seen
+
+
+def test_a_rule_base_path_cannot_be_escaped(keys, tmp_path):
+    """/team-a/v1/../../b/... left team-a's base path (engine A at /engines/a) for another
+    tenant's; now refused, and strip_prefix removes whole segments only."""
+    engine = EngineOnPort("openai").start()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "rules:\n"
+        f"  - {{name: a, match: {{domain: ^team-a$}}, target: '{engine.url}/engines/a',"
+        " engine: openai, strip_prefix: /v1}\n"
+    )
+    agent = None
+    try:
+        agent = start_agent(engine.url, keys, engine="openai", routes_file=str(routes))
+        before = len(engine_requests(engine))
+        for target in (
+            b"/team-a/v1/../../b/v1/chat/completions",
+            b"/team-a/v1/%2e%2e/%2e%2e/b/v1/models",
+            b"/team-a/v1/..%2F..%2Fb/v1/models",
+        ):
+            status, answer = request(agent.url, "GET", target, keys.team_a)
+            assert status == 400, (target, answer)
+        assert engine_requests(engine)[before:] == []
+        request(agent.url, "GET", b"/team-a/v1/models", keys.team_a)
+        seen = engine_requests(engine)[before:]
+        assert any('"GET /engines/a/models HTTP/1.1"' in line for line in seen), seen
+    finally:
+        if agent is not None:
+            agent.stop()
+        engine.stop()
