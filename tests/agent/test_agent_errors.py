@@ -168,7 +168,7 @@ def test_a_stream_cut_by_the_engine_is_an_error_not_a_short_answer(tmp_path, age
     try:
         agent = agent_factory(cut.url)
         client = ollama.Client(host=agent.url, headers=agent.headers())
-        with pytest.raises(ollama.ResponseError, match="engine at"):
+        with pytest.raises(ollama.ResponseError, match="the engine"):
             list(client.chat(model="llama3.2:3b", messages=CHAT["messages"], stream=True))
         oa = openai.OpenAI(base_url=agent.url + "/v1", api_key=agent.keys.default, max_retries=0)
         with pytest.raises(openai.APIError):

@@ -110,7 +110,7 @@ def test_engine_down_fails_closed_with_502():
     with pytest.raises(AgentError) as err:
         run(rails.check_input([{"role": "user", "content": "hi"}], "judge"))
     assert err.value.status == 502
-    assert "input check failed" in err.value.message
+    assert "input check could not run" in err.value.message
 
 
 def test_no_model_is_a_client_error(rails):

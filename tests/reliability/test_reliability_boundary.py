@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import pytest
@@ -147,6 +148,159 @@ def test_a_rule_base_path_cannot_be_escaped(keys, tmp_path):
         request(agent.url, "GET", b"/team-a/v1/models", keys.team_a)
         seen = engine_requests(engine)[before:]
         assert any('"GET /engines/a/models HTTP/1.1"' in line for line in seen), seen
+    finally:
+        if agent is not None:
+            agent.stop()
+        engine.stop()
+
+
+# -- HIGH: guardrails bypass ------------------------------------------------------------------
+
+
+def test_guarded_path_spellings_never_reach_the_chat_endpoint(ollama):
+    """/v1/%2e/chat/completions and friends skipped the guarded-path match (guardrails) yet
+    reached the engine's chat endpoint. The guarded match and the engine now see one path:
+    every other spelling of it is refused before guardrails or the engine."""
+    agent, engine = ollama
+    chat = {"model": OLLAMA_MODEL, "messages": [{"role": "user", "content": "x@example.com"}]}
+    before = len(engine_requests(engine))
+    for target in (
+        b"/v1/%2e/chat/completions",
+        b"/v1/chat/completions%3F",
+        b"/v1/x/../chat/completions",
+        b"/v1/chat/completions/",
+        b"/v1//chat/completions",
+        b"/v1/chat/%63ompletions",
+        b"/api/%63hat",
+        b"/default/api/./chat",
+    ):
+        status, answer = request(agent.url, "POST", target, agent.keys.default, chat)
+        assert status == 400, (target, status, answer)
+    assert engine_requests(engine)[before:] == []
+
+
+# -- HIGH: unbounded request heads -----------------------------------------------------------
+
+
+def send_until_refused(url: str, head: bytes, filler: bytes, total: int) -> tuple[int, int]:
+    """Send `head`, then `filler` up to `total` bytes or until the agent answers or closes;
+    (status of the answer or 0, bytes it let us send)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sent = 0
+    try:
+        sock.sendall(head)
+        sock.settimeout(0.001)
+        block = filler * (65536 // len(filler))
+        while sent < total:
+            try:
+                sent += sock.send(block)
+            except (BlockingIOError, TimeoutError):
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                if sock.recv(1, socket.MSG_PEEK):
+                    break
+            except (BlockingIOError, TimeoutError):
+                continue
+            except ConnectionResetError:
+                break
+        sock.settimeout(5)
+        try:
+            answer = sock.recv(200)
+        except (ConnectionResetError, TimeoutError):
+            answer = b""
+        return (int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0), sent
+    finally:
+        sock.close()
+
+
+def test_huge_request_heads_get_431_and_cost_nothing(ollama):
+    """4 connections x 100 MB of headers took the agent from 64 to 474 MB without a key,
+    and one 80 MB header stalled /health for everyone for 4.4 s."""
+    agent, _ = ollama
+    rss = agent.rss()
+    for head in (
+        b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: ",  # one huge header
+        b"GET /health HTTP/1.1\r\nHost: a\r\n",  # many headers
+        b"GET /v1/models?q=",  # a huge request line
+    ):
+        filler = b"a" * 64 if head.endswith(b" ") or head.endswith(b"=") else b"X-A: b\r\n"
+        status, sent = send_until_refused(agent.url, head, filler, 100 * 1024 * 1024)
+        assert status == 431, (head, status)
+        assert sent < 8 * 1024 * 1024, sent  # refused early, not after 100 MB
+        # and the agent answers everyone else at once meanwhile
+        resp = httpx.get(agent.url + "/health", timeout=2)
+        assert resp.status_code == 200 and resp.elapsed.total_seconds() < 0.5
+    assert agent.rss() - rss < 20 * 1024 * 1024
+    # a normal, large-ish head still passes (32 KiB of headers)
+    headers = {**bearer(agent.keys.default), **{f"x-h{i}": "v" * 1000 for i in range(32)}}
+    assert httpx.get(agent.url + "/v1/models", headers=headers).status_code == 200
+
+
+# -- HIGH: slowloris ---------------------------------------------------------------------------
+
+
+def test_half_open_connections_are_capped_and_timed_out(keys, tmp_path):
+    """1030 half-open connections locked every client out, indefinitely: no header-read
+    timeout, no connection cap. Now a connection past the cap gets a fast 503, and a head
+    not complete within the header timeout ends its connection (408)."""
+    engine = EngineOnPort("openai").start()
+    agent = None
+    held: list[socket.socket] = []
+    try:
+        agent = start_agent(
+            engine.url, keys, engine="openai", max_connections="40", header_timeout="2"
+        )
+        host, port = agent.url.removeprefix("http://").split(":")
+        started = time.monotonic()
+        for i in range(60):  # more than the cap, each with a head that never ends
+            try:
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"a" * i)
+                held.append(sock)
+            except OSError:
+                pass
+        # a client now is refused at once, not left hanging
+        t = time.monotonic()
+        status, _ = request(agent.url, "GET", b"/health")
+        assert status == 503 and time.monotonic() - t < 1
+        # the slow ones are answered 408 and closed once the header timeout has passed
+        for sock in held[:5]:
+            sock.settimeout(10)
+            answer = sock.recv(200)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 8
+        assert httpx.get(agent.url + "/health", timeout=2).status_code == 200
+        # a connection that sends nothing at all is closed too
+        idle = socket.create_connection((host, int(port)), timeout=10)
+        t = time.monotonic()
+        assert idle.recv(10) == b"" and 1.5 < time.monotonic() - t < 6
+        idle.close()
+    finally:
+        for sock in held:
+            sock.close()
+        if agent is not None:
+            agent.stop()
+        engine.stop()
+
+
+def test_idle_kept_alive_connections_are_closed(keys, tmp_path):
+    engine = EngineOnPort("openai").start()
+    agent = None
+    try:
+        agent = start_agent(engine.url, keys, engine="openai", keepalive_timeout="1")
+        host, port = agent.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += sock.recv(1000)
+            assert answer.startswith(b"HTTP/1.1 200")
+            t = time.monotonic()
+            assert sock.recv(10) == b""  # closed by the agent
+            assert time.monotonic() - t < 3
     finally:
         if agent is not None:
             agent.stop()

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from . import __version__
+from . import __version__, server
 from .auth import Auth
 from .config import ConfigError, Settings, load_settings
 from .errors import AgentError, error_response, handle_agent_error, send_error
@@ -24,7 +24,7 @@ from .logs import setup_logging
 from .metrics import Metrics
 from .middleware import REQUEST_ID, RequestContext, log_request, request_id_of
 from .paths import PathError, canonical_path, check_query
-from .proxy import PROXY_PATH, Proxy
+from .proxy import PROXY_PATH, Proxy, ProxyLimits
 from .routing import Router
 
 log = logging.getLogger("cube_agent")
@@ -57,6 +57,7 @@ def create_app(settings: Settings, tls_spki: bytes | None = None) -> FastAPI:
     `tls_spki` is the SubjectPublicKeyInfo (DER) of the key the HTTPS listener serves:
     `POST /attestation` binds it into every report (tls.py); None when serving plain HTTP."""
     router, keys = load_files(settings)
+    server.configure(settings)  # the connection limits of this process's listeners
     if keys is None:
         log.warning("authentication is OFF (UV_CUBE_AGENT_AUTH=off): every request is allowed")
     auth = Auth(keys)
@@ -66,7 +67,7 @@ def create_app(settings: Settings, tls_spki: bytes | None = None) -> FastAPI:
         from .guardrails import Guardrails  # only when on: NeMo Guardrails is a heavy import
 
         guardrails = Guardrails.from_settings(settings, registry=metrics.registry)
-    proxy = Proxy(router, auth, metrics, settings.max_body_bytes, guardrails)
+    proxy = Proxy(router, auth, metrics, ProxyLimits.from_settings(settings), guardrails)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -96,10 +96,13 @@ def _serve(args: argparse.Namespace) -> int:
     }
     settings = load_settings(**overrides)
     setup_logging(settings.log_level)
-    # loop/http "auto" take uvloop and httptools when installed (extra "fast"), else asyncio/h11.
+    # loop "auto" takes uvloop when installed (extra "fast"). HTTP: httptools, with the
+    # head size, header-read timeout and connection cap of server.py.
     options = {
         "host": settings.host,
         "port": settings.port,
+        "http": "cube_agent.server:BoundedHttpToolsProtocol",
+        "timeout_keep_alive": settings.keepalive_timeout,
         "log_config": None,
         "access_log": False,
         "server_header": False,

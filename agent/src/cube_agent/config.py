@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     read_timeout: float = Field(300.0, gt=0)
     total_timeout: float = Field(600.0, gt=0)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # What one client may cost before and after its key is checked (server.py, proxy.py).
+    max_head_bytes: int = Field(64 * 1024, ge=1024)
+    header_timeout: float = Field(10.0, gt=0)
+    keepalive_timeout: float = Field(5.0, gt=0)
+    max_connections: int = Field(1024, ge=1)
+    max_concurrency: int = Field(256, ge=1)
+    max_key_concurrency: int = Field(128, ge=1)
+    max_buffered_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_answer_bytes: int = Field(32 * 1024 * 1024, gt=0)
     guardrails_config: Path | None = None
     # configfs-tsm report directory for POST /attestation (attestation.py, issue 6)
     tsm_root: Path = Path("/sys/kernel/config/tsm/report")

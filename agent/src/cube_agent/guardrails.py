@@ -160,7 +160,8 @@ class Guardrails:
             return await rails.check_async(messages, rail_types=[rail_type])
         except Exception as exc:
             log.warning("guardrails %s check failed: %s", stage, exc)
-            raise AgentError(502, f"guardrails: {stage} check failed: {exc}") from exc
+            # The exception may name the engine's address: the log keeps it, not the client.
+            raise AgentError(502, f"guardrails: the {stage} check could not run") from exc
 
     async def _check_user_text(self, text: str, model: str | None) -> Verdict:
         key = hashlib.sha256(text.encode()).digest()

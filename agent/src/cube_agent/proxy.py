@@ -95,6 +95,28 @@ class Call:
     status: int = 500
     started: bool = False  # the status line is out: too late to answer an error
     body: bytes = b""
+    buffered: int = 0  # body bytes reserved in the agent's budget (max_buffered_bytes)
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    """What requests may hold once their key is checked (settings: config.py)."""
+
+    max_body: int = 10 * 1024 * 1024  # one request body (413)
+    max_concurrency: int = 256  # requests at the engines at once (503)
+    max_key_concurrency: int = 128  # of them, with one key (429)
+    max_buffered: int = 64 * 1024 * 1024  # request bodies held at once (503)
+    max_answer: int = 32 * 1024 * 1024  # an answer the agent must hold whole (502)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ProxyLimits:
+        return cls(
+            settings.max_body_bytes,
+            settings.max_concurrency,
+            settings.max_key_concurrency,
+            settings.max_buffered_bytes,
+            settings.max_answer_bytes,
+        )
 
 
 class Proxy:
@@ -103,15 +125,19 @@ class Proxy:
         router: Router,
         auth: Auth,
         metrics: Metrics,
-        max_body: int,
+        limits: ProxyLimits | None = None,
         guardrails: Guardrails | None = None,
     ) -> None:
         self.router = router
         self.auth = auth
         self.metrics = metrics
-        self.max_body = max_body
+        self.limits = limits = limits or ProxyLimits()
+        self.max_body = limits.max_body
         self.guardrails = guardrails
         self._rules_read_query = any(rule.query for rule in router.rules)
+        self._active = 0  # requests past auth, all keys
+        self._active_by_key: dict[str, int] = {}
+        self._buffered = 0  # request body bytes held, all requests
 
     # -- the ASGI entry point --------------------------------------------------------------
 
@@ -122,13 +148,18 @@ class Proxy:
         metrics.in_flight.inc()
         headers: dict[str, str] = {}
         forward: list[tuple[str, str]] = []
+        named: list[str] = []  # Connection: names more hop-by-hop headers (RFC 9110 7.6.1)
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1")
             value = raw_value.decode("latin-1")
             if name not in headers:
                 headers[name] = value
-            if name not in DROP_REQUEST_HEADERS:
+            if name not in DROP_REQUEST_HEADERS and not name.startswith("proxy-"):
                 forward.append((name, value))
+            elif name == "connection":
+                named.append(value)
+        if named:
+            forward = without_named(forward, named)
         request_id = request_id_of(scope)
         if "x-request-id" not in headers:
             forward.append(("x-request-id", request_id.decode("latin-1")))
@@ -148,6 +179,8 @@ class Proxy:
         )
         try:
             await self._serve(call, scope, receive, send)
+        except ClientLeft:
+            call.status = 499  # nginx's code for it: logged, never sent
         except AgentError as exc:
             await self._send_error(call, send, exc)
         except StreamBroken:
@@ -156,6 +189,7 @@ class Proxy:
             log.error("unhandled error", exc_info=exc)
             await self._send_error(call, send, AgentError(500, "internal error in the agent"))
         finally:
+            self._buffered -= call.buffered
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = route_label(call.scope_path)
@@ -173,7 +207,42 @@ class Proxy:
         ):
             raise AgentError(404, f"no such endpoint: {call.path}", "not_found")
         admin = name is not None and name in OLLAMA_MODEL_MANAGEMENT
-        self.auth.check(call.headers, call.domain, admin=admin)  # type: ignore[arg-type]
+        key = self.auth.check(call.headers, call.domain, admin=admin)  # type: ignore[arg-type]
+        bucket = key.name if key is not None else None
+        self._admit(bucket)
+        try:
+            await self._serve_admitted(call, name, scope, receive, send)
+        finally:
+            self._active -= 1
+            if bucket is not None:
+                left = self._active_by_key[bucket] - 1
+                if left:
+                    self._active_by_key[bucket] = left
+                else:
+                    del self._active_by_key[bucket]
+
+    def _admit(self, bucket: str | None) -> None:
+        """Count a request in, or refuse it at once: 503 when the agent holds its limit of
+        requests, 429 when this key holds its share (so one key cannot take every slot)."""
+        limits = self.limits
+        if self._active >= limits.max_concurrency:
+            raise AgentError(
+                503, "the agent is at its limit of concurrent requests; retry later", "overloaded"
+            )
+        if bucket is not None:
+            held = self._active_by_key.get(bucket, 0)
+            if held >= limits.max_key_concurrency:
+                raise AgentError(
+                    429,
+                    f"this key has {held} requests in flight, its limit; retry later",
+                    "rate_limited",
+                )
+            self._active_by_key[bucket] = held + 1
+        self._active += 1
+
+    async def _serve_admitted(
+        self, call: Call, name: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         call.body = await self._read_body(call, receive)
         if name is None and call.method == "POST" and NOT_AN_OBJECT.match(call.body):
             # Every OpenAI operation takes an object; vLLM 0.10.2 answers valid JSON of
@@ -190,14 +259,15 @@ class Proxy:
         elif name in OLLAMA_MODEL_MANAGEMENT:
             raise AgentError(
                 501,
-                f"/api/{name} is not available: the engine at {upstream.url} is "
-                "OpenAI-compatible and binds its model at start-up (change the engine's "
-                "configuration to change models)",
+                f"/api/{name} is not available: the engine is OpenAI-compatible and binds "
+                "its model at start-up (change the engine's configuration to change models)",
                 "not_implemented",
             )
         else:
             forward = partial(self._translate, call, upstream, name)
-        response = await self._guarded(call.path, call.body, forward)
+        # The client may leave while the engine works (a whole answer, the rails' checks):
+        # then stop the engine request too.
+        response = await until_client_leaves(self._guarded(call.path, call.body, forward), receive)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -227,6 +297,8 @@ class Proxy:
         headers = [_JSON_HEADER, (b"content-length", str(len(body)).encode())]
         if exc.status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        elif exc.status in (429, 503):
+            headers.append((b"retry-after", b"1"))
         headers.append((REQUEST_ID, call.request_id))
         call.status = exc.status
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
@@ -235,27 +307,43 @@ class Proxy:
     # -- request side ----------------------------------------------------------------------
 
     async def _read_body(self, call: Call, receive: Receive) -> bytes:
+        """The whole body, within max_body, its bytes counted in the agent's budget for
+        bodies held at once (max_buffered: 503 past it) until the request ends."""
         declared = call.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise self._too_large()
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_body:
+                raise self._too_large()
+            self._reserve(call, int(declared))
         message = await receive()
         body = message.get("body", b"")
         if not message.get("more_body", False):  # the usual case: one message
             if len(body) > self.max_body:
                 raise self._too_large()
+            self._reserve(call, len(body) - call.buffered)
             return body
         chunks = [body]
         size = len(body)
         while message.get("more_body", False):
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise AgentError(400, "client disconnected while sending the body")
+                raise ClientLeft
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
                 raise self._too_large()
+            self._reserve(call, size - call.buffered)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _reserve(self, call: Call, size: int) -> None:
+        if size <= 0:
+            return
+        if self._buffered + size > self.limits.max_buffered:
+            raise AgentError(
+                503, "the agent holds its limit of request bodies; retry later", "overloaded"
+            )
+        self._buffered += size
+        call.buffered += size
 
     def _too_large(self) -> AgentError:
         return AgentError(
@@ -286,55 +374,75 @@ class Proxy:
     async def _pass_through(
         self, call: Call, upstream: Upstream, path: str, receive: Receive, send: Send
     ) -> None:
-        """The hot path: forward, then send the engine's answer as ASGI messages."""
-        resp = await self._send(
-            upstream, call.method, path, call.forward, call.body or None, call.query
-        )
-        headers = [
-            (name, value) for name, value in resp.raw_headers if name.lower() not in _DROP_RESPONSE
-        ]
-        headers.append((REQUEST_ID, call.request_id))
-        content_type = resp.headers.get("content-type", "")
-        if resp.content_length is not None and not content_type.startswith(STREAM_TYPES):
-            data = await self._read_whole(resp, upstream)
-            headers.append((b"content-length", str(len(data)).encode()))
+        """The hot path: forward, then relay the engine's answer chunk by chunk as ASGI
+        messages. From the moment the request goes out a watcher waits for the client to
+        leave; if it does, the engine request is cancelled (its connection closed), before
+        the answer's headers (a whole generation) as well as during a stream."""
+        task = asyncio.current_task()
+        assert task is not None
+        state = _Relay()
+
+        def client_left(_: asyncio.Future) -> None:
+            if state.relaying:
+                state.left = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(client_left)
+        resp = None
+        try:
+            resp = await self._send(
+                upstream, call.method, path, call.forward, call.body or None, call.query
+            )
+            headers = response_headers(resp)
+            headers.append((REQUEST_ID, call.request_id))
+            length = resp.content_length
+            sized = length is not None
+            if sized and length <= WHOLE_ANSWER_BYTES:
+                # A small answer with a length (a JSON answer): read whole, so an engine
+                # that breaks off is a clean 502 and the answer goes out in one message.
+                data = await self._read_whole(resp, upstream)
+                headers.append((b"content-length", str(len(data)).encode()))
+                call.status = resp.status
+                call.started = True
+                state.relaying = False
+                await send(
+                    {"type": "http.response.start", "status": resp.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": data})
+                return
+            if sized:  # larger: relayed chunk by chunk with its length, never held whole
+                headers.append((b"content-length", str(length).encode()))
             call.status = resp.status
             call.started = True
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-            await send({"type": "http.response.body", "body": data})
-            return
-        call.status = resp.status
-        call.started = True
-        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-        await self._stream(call, resp, upstream, receive, send)
+            await self._stream(call, resp, upstream, send, state, sized)
+        except asyncio.CancelledError:
+            state.relaying = False
+            if resp is not None:
+                resp.close()
+            if not state.left:
+                raise  # the server is shutting down
+            task.uncancel()
+            raise ClientLeft from None
+        finally:
+            state.relaying = False
+            watcher.cancel()
 
     async def _stream(
         self,
         call: Call,
         resp: aiohttp.ClientResponse,
         upstream: Upstream,
-        receive: Receive,
         send: Send,
+        state: _Relay,
+        sized: bool,
     ) -> None:
-        """Relay each chunk as one body message as soon as it arrives. uvicorn drops (does
-        not fail) sends to a client that left, so while the relay waits for the engine a
-        watcher waits for `http.disconnect` and cancels it: the engine connection is
-        closed and the engine stops. The watcher (a task) starts at the first wait: a
-        short answer that arrived whole costs none."""
+        """Relay each chunk as one body message as soon as it arrives (uvicorn drops sends
+        to a client that left; the watcher of _pass_through cancels this instead). An
+        answer that arrived whole goes out as one message."""
         counter = self.metrics.chunks(route_label(call.scope_path))
         content = resp.content
-        task = asyncio.current_task()
-        assert task is not None
-        watcher: asyncio.Future | None = None
-        relaying = True
-        left = False
-
-        def client_left(_: asyncio.Future) -> None:
-            nonlocal left
-            if relaying:
-                left = True
-                task.cancel()
-
         ended = False
         try:
             while True:
@@ -342,61 +450,72 @@ class Proxy:
                 if not chunk:
                     if content.at_eof():
                         break
-                    if watcher is None:
-                        watcher = asyncio.ensure_future(receive())
-                        watcher.add_done_callback(client_left)
                     chunk = await content.readany()
                     if not chunk:
                         break
                 counter.inc()
                 if content.at_eof():  # the engine is done: its last chunk ends the body too
-                    relaying = False
+                    state.relaying = False
                     ended = True
                     await send({"type": "http.response.body", "body": chunk})
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            relaying = False
         except (aiohttp.ClientError, TimeoutError) as exc:
-            relaying = False
+            state.relaying = False
             resp.close()
-            # The status line is gone: say what broke in the stream's own format (both
-            # clients raise on it), then end the connection without a clean last chunk.
             error = self._upstream_failure(upstream, exc)
             log.warning("engine stream broken", extra={"target": upstream.url, "error": str(exc)})
-            content_type = resp.headers.get("content-type", "")
-            body = stream_error(call.scope_path, content_type, error.message)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            # The status line is gone: say what broke in the stream's own format (both
+            # clients raise on it), then end the connection without a clean last chunk.
+            # With a length there is no room for it: the short body is the signal.
+            if not sized:
+                content_type = resp.headers.get("content-type", "")
+                body = stream_error(call.scope_path, content_type, error.message)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
             raise StreamBroken(error.message) from None
-        except asyncio.CancelledError:
-            relaying = False
-            resp.close()
-            if not left:
-                raise  # the server is shutting down
-            task.uncancel()
-            return
-        finally:
-            relaying = False
-            if watcher is not None:
-                watcher.cancel()
+        state.relaying = False
         resp.release()
         if not ended:
             await send({"type": "http.response.body", "body": b""})
 
     async def _read_whole(self, resp: aiohttp.ClientResponse, upstream: Upstream) -> bytes:
-        """An answer with a length, read in full; the connection goes back to the pool."""
+        """An answer the agent needs whole (translation, guardrails), at most max_answer
+        bytes (502 past it); the connection goes back to the pool."""
+        limit = self.limits.max_answer
         try:
-            return await resp.read()
+            if resp.content_length is not None and resp.content_length > limit:
+                raise self._answer_too_large(upstream)
+            data = await resp.content.read(limit + 1)
+            if len(data) > limit:
+                raise self._answer_too_large(upstream)
+            if not resp.content.at_eof():
+                data += await resp.content.read(limit + 1 - len(data))
+                if len(data) > limit or not resp.content.at_eof():
+                    raise self._answer_too_large(upstream)
+            return data
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._upstream_failure(upstream, exc) from None
         finally:
             resp.release()
+
+    def _answer_too_large(self, upstream: Upstream) -> AgentError:
+        log.warning(
+            "engine answer too large to hold",
+            extra={"target": upstream.url, "limit": self.limits.max_answer},
+        )
+        self.metrics.upstream_errors.labels(upstream.url, "too_large").inc()
+        return AgentError(
+            502, "the engine's answer is larger than the agent holds", "upstream_error"
+        )
 
     async def _pass_through_response(
         self, call: Call, upstream: Upstream, path: str, body: bytes
     ) -> Response:
         """The same forwarding as a Starlette response, for the guardrails seam."""
         resp = await self._send(upstream, call.method, path, call.forward, body or None, call.query)
-        headers = {k: v for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS}
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in response_headers(resp)
+        }  # one value per name: what Starlette's Response takes
         content_type = resp.headers.get("content-type", "")
         if resp.content_length is not None and not content_type.startswith(STREAM_TYPES):
             data = await self._read_whole(resp, upstream)
@@ -452,11 +571,14 @@ class Proxy:
             raise
 
     def _upstream_failure(self, upstream: Upstream, exc: BaseException) -> AgentError:
+        """The client's error says what failed, not where or how: the engine's address and
+        the parser's details go to the log only."""
         timeout = isinstance(exc, TimeoutError)
         self.metrics.upstream_errors.labels(upstream.url, "timeout" if timeout else "broken").inc()
+        log.warning("engine failed", extra={"target": upstream.url, "error": repr(exc)})
         if timeout:
-            return AgentError(504, f"engine at {upstream.url} timed out", "upstream_timeout")
-        return AgentError(502, f"engine at {upstream.url} failed: {exc}", "upstream_error")
+            return AgentError(504, "the engine timed out", "upstream_timeout")
+        return AgentError(502, "the engine's answer broke off or was malformed", "upstream_error")
 
     # -- Ollama API on an OpenAI-compatible engine -----------------------------------------
 
@@ -464,9 +586,7 @@ class Proxy:
         started = time.perf_counter()
         headers = {"content-type": JSON, "x-request-id": call.request_id.decode("latin-1")}
         if name == "version":
-            raise AgentError(
-                501, f"the engine at {upstream.url} is not Ollama: it has no version endpoint"
-            )
+            raise AgentError(501, "the engine is not Ollama: it has no version endpoint")
         if name in ("tags", "ps", "show"):
             models = await self._engine_json(upstream, "GET", "/v1/models", headers, None)
             if name == "tags":
@@ -521,20 +641,16 @@ class Proxy:
     ) -> dict[str, Any]:
         body = orjson.dumps(payload) if payload is not None else None
         resp = await self._send(upstream, method, path, headers, body)
-        try:
-            if resp.status != 200:
-                await self._raise_engine_error(resp)
-            data = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._upstream_failure(upstream, exc) from None
-        finally:
-            resp.release()
+        if resp.status != 200:
+            await self._raise_engine_error(resp)
+        data = await self._read_whole(resp, upstream)
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise AgentError(502, f"engine at {upstream.url} sent a non-JSON answer") from None
+            log.warning("engine sent a non-JSON answer", extra={"target": upstream.url})
+            raise AgentError(502, "the engine sent a non-JSON answer") from None
         if not isinstance(parsed, dict):
-            raise AgentError(502, f"engine at {upstream.url} sent an unexpected answer")
+            raise AgentError(502, "the engine sent an unexpected answer")
         err = parsed.get("error")
         if isinstance(err, dict):
             # vLLM 0.10.2 answers some refusals (embeddings from a generative model) with
@@ -546,9 +662,14 @@ class Proxy:
 
     @staticmethod
     async def _raise_engine_error(resp: aiohttp.ClientResponse) -> None:
-        """Pass the engine's status and message on, in Ollama's error shape."""
-        text = (await resp.read()).decode("utf-8", "replace")
-        resp.release()
+        """Pass the engine's status and message on, in Ollama's error shape (the first
+        64 KiB of it: an error message, not a payload)."""
+        try:
+            text = (await resp.content.read(MAX_ERROR_BYTES)).decode("utf-8", "replace")
+        except (aiohttp.ClientError, TimeoutError):
+            text = ""
+        finally:
+            resp.close()
         message = text
         try:
             data = orjson.loads(text)
@@ -558,6 +679,75 @@ class Proxy:
         except (orjson.JSONDecodeError, AttributeError):
             pass
         raise AgentError(resp.status, message or f"engine answered {resp.status}")
+
+
+MAX_ERROR_BYTES = 64 * 1024
+# Answers with a length up to this are read whole before they are sent (one message, and a
+# clean 502 if the engine breaks off); larger ones are relayed as they come, so what the
+# agent holds per request stays bounded whatever the engine sends.
+WHOLE_ANSWER_BYTES = 256 * 1024
+# Hop-by-hop response headers (RFC 9110 7.6.1), and what the agent sets itself.
+_DROP_RESPONSE_ALL = _DROP_RESPONSE | {b"upgrade", b"trailer", b"te", b"proxy-connection"}
+
+
+class ClientLeft(Exception):
+    """The client went away before its answer was complete; nothing is left to send."""
+
+
+@dataclass(slots=True)
+class _Relay:
+    relaying: bool = True  # the watcher may still cancel the request
+    left: bool = False  # it did: the client went away
+
+
+def without_named(headers: list[tuple[str, str]], connection: list[str]) -> list[tuple[str, str]]:
+    """`headers` without those a Connection header names (hop-by-hop by declaration)."""
+    named = {t.strip().lower() for value in connection for t in value.split(",")}
+    return [(n, v) for n, v in headers if n not in named]
+
+
+def response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    """The engine's headers a client may get: no hop-by-hop ones (fixed or named by its
+    Connection header), no Proxy-*, none the agent sets itself."""
+    named: set[bytes] = set()
+    for name, value in resp.raw_headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    return [
+        (name, value)
+        for name, value in resp.raw_headers
+        if (low := name.lower()) not in _DROP_RESPONSE_ALL
+        and low not in named
+        and not low.startswith(b"proxy-")
+    ]
+
+
+async def until_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
+    """`work`'s result, unless the client leaves first: then `work` is cancelled (closing
+    its engine connection) and ClientLeft raised. The body has been read: the next ASGI
+    message can only say that the client left. `work` runs in this task (no hop through
+    another one before the answer is relayed)."""
+    task = asyncio.current_task()
+    assert task is not None
+    state = _Relay()
+
+    def client_left(_: asyncio.Future) -> None:
+        if state.relaying:
+            state.left = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(receive())
+    watcher.add_done_callback(client_left)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not state.left:
+            raise
+        task.uncancel()
+        raise ClientLeft from None
+    finally:
+        state.relaying = False
+        watcher.cancel()
 
 
 def _json(data: Any, status: int = 200) -> Response:

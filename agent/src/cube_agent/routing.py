@@ -227,7 +227,9 @@ class Router:
                 existing.kind = engine  # type: ignore[assignment]
             return existing
         s = self._settings
-        upstream = Upstream(url, engine, s.connect_timeout, s.read_timeout, s.total_timeout)
+        upstream = Upstream(
+            url, engine, s.connect_timeout, s.read_timeout, s.total_timeout, s.max_concurrency
+        )
         self.upstreams[url] = upstream
         return upstream
 

@@ -36,6 +36,7 @@ DROP_REQUEST_HEADERS = frozenset(
         "upgrade",
         "content-length",
         "authorization",
+        "expect",  # uvicorn answered 100-continue itself
     }
 )
 DROP_RESPONSE_HEADERS = frozenset(
@@ -61,6 +62,7 @@ class Upstream:
         connect_timeout: float,
         read_timeout: float,
         total_timeout: float,
+        pool_size: int = 256,
     ) -> None:
         self.url = url.rstrip("/")
         self.base_path = urlsplit(self.url).path
@@ -71,12 +73,15 @@ class Upstream:
             total=total_timeout, connect=connect_timeout, sock_read=read_timeout
         )
         self.probe_timeout = aiohttp.ClientTimeout(total=connect_timeout + 2)
+        # As many connections as the agent admits requests (UV_CUBE_AGENT_MAX_CONCURRENCY):
+        # an admitted request never waits for a pooled connection.
+        self.pool_size = pool_size
         self.session: aiohttp.ClientSession | None = None
         self._detect_lock = asyncio.Lock()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
-            limit=512, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
+            limit=self.pool_size, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
         )
         # Bodies pass through as the engine sent them (compressed or not); aiohttp adds no
         # Accept-Encoding of its own, so the agent's own requests get plain JSON back.
@@ -115,11 +120,12 @@ class Upstream:
                 method, target, headers=headers, data=body, allow_redirects=False
             )
         except TimeoutError:
-            raise AgentError(504, f"engine at {self.url} timed out", "upstream_timeout") from None
+            log.warning("engine timed out", extra={"target": self.url})
+            raise AgentError(504, "the engine timed out", "upstream_timeout") from None
         except aiohttp.ClientError as exc:
-            raise AgentError(
-                502, f"engine at {self.url} unreachable: {exc}", "upstream_unreachable"
-            ) from None
+            # The client learns what failed; where and how (address, errno) is logged.
+            log.warning("engine unreachable", extra={"target": self.url, "error": repr(exc)})
+            raise AgentError(502, "the engine is unreachable", "upstream_unreachable") from None
 
     async def engine_kind(self) -> EngineKind:
         """The engine's API family: Ollama answers /api/version, OpenAI servers /v1/models."""
@@ -147,10 +153,10 @@ class Upstream:
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 continue
         if reached:
-            raise AgentError(
-                502, f"engine at {self.url} answers neither /api/version nor /v1/models"
-            )
-        raise AgentError(502, f"engine at {self.url} unreachable", "upstream_unreachable")
+            log.warning("engine of unknown kind", extra={"target": self.url})
+            raise AgentError(502, "the engine answers neither /api/version nor /v1/models")
+        log.warning("engine unreachable", extra={"target": self.url})
+        raise AgentError(502, "the engine is unreachable", "upstream_unreachable")
 
     async def ready(self) -> bool:
         try:
