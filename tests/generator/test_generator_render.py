@@ -130,6 +130,15 @@ def test_agent_is_pointed_at_the_chosen_engine(rendered, tmp_path):
         "UV_CUBE_AGENT_TLS_KEY_FILE": "",
         "UV_CUBE_AGENT_PLAIN_PORT": "7002",
         "UV_CUBE_AGENT_INSECURE_PLAIN_HTTP": "off",
+        "UV_CUBE_AGENT_MAX_HEAD_BYTES": "65536",
+        "UV_CUBE_AGENT_HEADER_TIMEOUT": "10",
+        "UV_CUBE_AGENT_KEEPALIVE_TIMEOUT": "5",
+        "UV_CUBE_AGENT_MAX_CONNECTIONS": "1024",
+        "UV_CUBE_AGENT_MAX_BODY_BYTES": "10485760",
+        "UV_CUBE_AGENT_MAX_CONCURRENCY": "256",
+        "UV_CUBE_AGENT_MAX_KEY_CONCURRENCY": "128",
+        "UV_CUBE_AGENT_MAX_BUFFERED_BYTES": "67108864",
+        "UV_CUBE_AGENT_MAX_ANSWER_BYTES": "33554432",
     }
 
 
@@ -398,3 +407,41 @@ def test_units_pass_systemd_analyze_verify(rendered, tmp_path):
     # verify exits 0 on unknown keys and bad values: any message is a finding.
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "" and proc.stdout.strip() == "", proc.stderr + proc.stdout
+
+
+def test_agent_limits_come_from_kconfig_and_size_the_descriptor_limit(render, tmp_path):
+    """One source of configuration: the agent's resource limits (issue 14) are Kconfig
+    symbols, rendered into its env file; the unit's LimitNOFILE and the SysV script's
+    ulimit -n follow the connection cap, so the cap is reached before EMFILE."""
+    from cube_agent.config import Settings
+
+    for init in INITS:
+        result = render(config_for("ollama", init))
+        assert result.status == 0, result.stderr
+        env = read_env_with_sh(result / "etc/default/cube-agent", ["sh"])
+        # the Kconfig defaults are the agent's own
+        defaults = Settings()
+        for name in ("max_head_bytes", "max_connections", "max_concurrency", "max_body_bytes"):
+            assert int(env[f"UV_CUBE_AGENT_{name.upper()}"]) == getattr(defaults, name)
+        assert float(env["UV_CUBE_AGENT_HEADER_TIMEOUT"]) == defaults.header_timeout
+    result = render(
+        config_for("ollama", "systemd")
+        + "BR2_PACKAGE_CUBE_AGENT_MAX_CONNECTIONS=4000\n"
+        + "BR2_PACKAGE_CUBE_AGENT_MAX_KEY_CONCURRENCY=16\n"
+    )
+    env = read_env_with_sh(result / "etc/default/cube-agent", ["sh"])
+    assert (env["UV_CUBE_AGENT_MAX_CONNECTIONS"], env["UV_CUBE_AGENT_MAX_KEY_CONCURRENCY"]) == (
+        "4000",
+        "16",
+    )
+    service = read_unit(result / f"{UNITS}/cube-agent.service")["Service"]
+    assert service["LimitNOFILE"] == str(2 * 4000 + 1024)
+    sysv = render(config_for("ollama", "busybox") + "BR2_PACKAGE_CUBE_AGENT_MAX_CONNECTIONS=4000\n")
+    script = (sysv / "etc/init.d/S98cube-agent").read_text()
+    assert script.index('ulimit -n "9024"') < script.index("start-stop-daemon --start")
+    bad = render(
+        config_for("ollama", "systemd")
+        + "BR2_PACKAGE_CUBE_AGENT_MAX_CONCURRENCY=8\n"
+        + "BR2_PACKAGE_CUBE_AGENT_MAX_KEY_CONCURRENCY=9\n"
+    )
+    assert bad.status == 2 and "BR2_PACKAGE_CUBE_AGENT_MAX_KEY_CONCURRENCY" in bad.stderr

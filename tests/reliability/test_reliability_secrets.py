@@ -153,7 +153,7 @@ def test_first_boot_creates_the_key_file_the_agent_needs(tmp_path):
     unit = (templates / "usr/lib/systemd/system/cube-agent.service.j2").read_text()
     pre = re.findall(r"^ExecStartPre=\+(.*)$", unit, re.M)
     assert "/usr/bin/cube-agent keys init" in pre
-    sysv = (templates / "etc/init.d/S98cube-agent").read_text()
+    sysv = (templates / "etc/init.d/S98cube-agent.j2").read_text()
     init_at = sysv.index("/usr/bin/cube-agent keys init")
     assert init_at < sysv.index("start-stop-daemon --start")
     admin_keys = []
