@@ -7,12 +7,23 @@ access logs (one line per request)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
-from reliability_support import OLLAMA_MODEL, EngineOnPort, bearer, start_agent
+from cube_agent.keys import KeyFile, KeyFileError, hash_key, new_key
+from reliability_support import (
+    OLLAMA_MODEL,
+    EngineOnPort,
+    bearer,
+    make_keys,
+    start_agent,
+    wait_until,
+)
 
 
 def engine_requests(engine: EngineOnPort) -> list[str]:
@@ -305,3 +316,141 @@ def test_idle_kept_alive_connections_are_closed(keys, tmp_path):
         if agent is not None:
             agent.stop()
         engine.stop()
+
+
+# -- LOW: the key file fails open ------------------------------------------------------------
+
+
+def cube_agent_keys(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cube_agent", "keys", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def entry(name: str, key: str, **fields: object) -> dict:
+    return {"name": name, "sha256": hash_key(key), "domains": ["default"], **fields}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("admin", "false", "admin"),  # granted admin: "false" is a true string
+        ("domains", "team-b", "domains"),  # granted t, e, a, m, -, b
+        ("domains", ["team-b", 5], "domains"),
+        ("sha256", "short", "sha256"),
+        ("grants", ["*"], "grants"),  # unknown field, silently ignored before
+    ],
+)
+def test_type_confusion_in_the_key_file_is_refused_naming_the_entry(
+    tmp_path, field, value, message
+):
+    key = new_key()
+    path = tmp_path / "keys.json"
+    path.write_text(
+        json.dumps({"keys": [entry("ok", new_key()), entry("bad", key, **{field: value})]})
+    )
+    with pytest.raises(KeyFileError) as err:
+        KeyFile.load(path)
+    text = str(err.value)
+    assert "keys[1] ('bad')" in text and message in text, text
+    # and the agent refuses to start on it (one line naming the file, exit 2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cube_agent", "serve", "--port", "1"],
+        env={**os.environ, "UV_CUBE_AGENT_KEY_FILE": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "keys[1] ('bad')" in proc.stderr, proc.stderr
+
+
+def wait_status(agent, key: str, status: int, path: str = "/team-a/v1/models") -> None:
+    wait_until(
+        lambda: httpx.get(agent.url + path, headers=bearer(key)).status_code == status,
+        5,
+        f"the key answers {status}",
+    )
+
+
+def test_key_file_changes_in_a_running_agent_fail_closed(tmp_path):
+    """A deleted, emptied or broken key file kept the old keys valid, silently; a removed
+    key kept working (issue 22). Now: removed key 401; file gone, empty or not JSON: every
+    key 401; an entry that does not check: the change is refused, the last good keys stay;
+    each logged at error level."""
+    keys = make_keys(tmp_path)
+    engine = EngineOnPort("openai").start()
+    agent = None
+    try:
+        agent = start_agent(engine.url, keys, engine="openai")
+        default, team_a = keys.default, keys.team_a
+        assert httpx.get(agent.url + "/v1/models", headers=bearer(default)).status_code == 200
+        # a key removed with the CLI is refused within the reload interval
+        assert cube_agent_keys("remove", "--file", str(keys.file), "app").returncode == 0
+        wait_status(agent, default, 401, "/v1/models")
+        assert httpx.get(agent.url + "/team-a/v1/models", headers=bearer(team_a)).status_code == 200
+        good = keys.file.read_text()
+        # a broken entry (JSON that parses): refused, the last good keys stay
+        data = json.loads(good)
+        data["keys"][1]["domains"] = "team-b"  # the team-a key
+        keys.file.write_text(json.dumps(data))
+        time.sleep(1.5)
+        assert httpx.get(agent.url + "/team-a/v1/models", headers=bearer(team_a)).status_code == 200
+        assert httpx.get(agent.url + "/team-b/v1/models", headers=bearer(team_a)).status_code == 403
+        # not JSON (a half-done edit), emptied, deleted: no key is valid
+        for broken in ('{"keys": [', "", None):
+            keys.file.write_text(good)
+            wait_status(agent, team_a, 200)
+            if broken is None:
+                keys.file.unlink()
+            else:
+                keys.file.write_text(broken)
+            wait_status(agent, team_a, 401)
+            assert httpx.get(agent.url + "/metrics", headers=bearer(keys.admin)).status_code == 401
+        keys.file.write_text(good)
+        wait_status(agent, team_a, 200)
+        errors = [
+            json.loads(line)
+            for line in agent.process.output().splitlines()
+            if line.startswith("{") and '"cube_agent.keys"' in line
+        ]
+        assert sum(e["level"] == "error" for e in errors) >= 4, errors
+    finally:
+        if agent is not None:
+            agent.stop()
+        engine.stop()
+
+
+def test_parallel_key_edits_lose_nothing(tmp_path):
+    """8 parallel `keys add` printed 8 keys and stored 6."""
+    path = tmp_path / "keys.json"
+    assert cube_agent_keys("init", "--file", str(path)).returncode == 0
+    keys = [sys.executable, "-m", "cube_agent", "keys"]
+    args = [*keys, "add", "--file", str(path)]
+    procs = [
+        subprocess.Popen(
+            [*args, "--name", f"k{i}", "--domain", "default"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    printed = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    stored = KeyFile.load(path)
+    assert sorted(k.name for k in stored.keys) == ["admin"] + [f"k{i}" for i in range(8)]
+    assert all(stored.find(key) is not None for key in printed)
+    # and removals in parallel with adds
+    procs = [
+        subprocess.Popen([*keys, "remove", "--file", str(path), f"k{i}"]) for i in range(4)
+    ] + [
+        subprocess.Popen([*args, "--name", f"n{i}", "--domain", "default"], stdout=subprocess.PIPE)
+        for i in range(4)
+    ]
+    for p in procs:
+        p.communicate(timeout=60)
+    names = sorted(k.name for k in KeyFile.load(path).keys)
+    assert names == ["admin", "k4", "k5", "k6", "k7", "n0", "n1", "n2", "n3"]

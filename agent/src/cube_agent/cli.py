@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .config import ENV_PREFIX, ConfigError, is_loopback, load_settings
-from .keys import KeyFile, KeyFileError, init_key_file
+from .keys import KeyFile, KeyFileError, init_key_file, locked
 
 DEFAULT_KEY_FILE = "/etc/cube/agent/keys.json"
 
@@ -180,9 +180,10 @@ def _keys_init(args: argparse.Namespace) -> int:
 
 
 def _keys_add(args: argparse.Namespace) -> int:
-    kf = KeyFile.load(args.file) if args.file.exists() else KeyFile(args.file)
-    plaintext = kf.add(args.name, args.domain, admin=args.admin)
-    kf.save()
+    with locked(args.file):
+        kf = KeyFile.load(args.file) if args.file.exists() else KeyFile(args.file)
+        plaintext = kf.add(args.name, args.domain, admin=args.admin)
+        kf.save()
     print(plaintext)
     print(f"key {args.name!r} added to {args.file}; it is shown only this once", file=sys.stderr)
     return 0
@@ -213,8 +214,9 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_remove(args: argparse.Namespace) -> int:
-    kf = KeyFile.load(args.file)
-    kf.remove(args.name)
-    kf.save()
+    with locked(args.file):
+        kf = KeyFile.load(args.file)
+        kf.remove(args.name)
+        kf.save()
     print(f"key {args.name!r} removed from {args.file}")
     return 0

@@ -6,25 +6,40 @@ nothing to brute-force, unlike a password, so a slow KDF would only add latency 
 request), and a leaked file gives no usable key. Lookups compare every stored hash with
 `hmac.compare_digest`, so timing says nothing about which hash came close.
 
-File format::
+File format (checked strictly: types as shown, no other fields)::
 
-    {"keys": [{"name": "admin", "sha256": "<hex>", "domains": ["*"], "admin": true}]}
+    {"keys": [{"name": "admin", "sha256": "<hex>", "domains": ["*"], "admin": true,
+               "created": "2026-01-01T00:00:00Z"}]}
+
+The running agent fails closed on a bad file: a deleted, emptied or unparsable file means
+no key is valid; a file that parses but has a bad entry is refused with an error naming the
+entry, and the last good keys stay (the edit is logged at error level, not applied).
+`keys add/remove/init` hold a lock (`fcntl.flock` on `<file>.lock`) across
+read-change-write, and replace the file atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+log = logging.getLogger("cube_agent.keys")
 
 ALL_DOMAINS = "*"
 DEFAULT_DOMAIN = "default"
@@ -38,6 +53,71 @@ _DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 class KeyFileError(Exception):
     """The key file is missing, unreadable or malformed; the message says which."""
+
+
+class KeyFileUnparsable(KeyFileError):
+    """Missing, empty or not JSON: nothing in it can be trusted (no key is valid)."""
+
+
+class _Entry(BaseModel):
+    # strict: "admin": "false" is not a boolean, "domains": "team-b" is not a list
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    domains: list[str]
+    admin: bool = False
+    created: str = ""
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        for domain in value:
+            try:
+                check_domain(domain)
+            except KeyFileError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    keys: list[dict]
+
+
+def parse_keys(text: str, where: Path) -> list[Key]:
+    """The keys of a key file's text; KeyFileUnparsable if it is empty or not JSON,
+    KeyFileError naming the entry if one is malformed."""
+    if not text.strip():
+        raise KeyFileUnparsable(f"{where}: the key file is empty")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise KeyFileUnparsable(f"{where}: not JSON: {exc}") from None
+    try:
+        entries = _File.model_validate(data).keys
+    except ValidationError as exc:
+        raise KeyFileError(f"{where}: {_first_error(exc)}") from None
+    keys: list[Key] = []
+    for index, raw in enumerate(entries):
+        label = f"keys[{index}]" + (
+            f" ({raw['name']!r})" if isinstance(raw.get("name"), str) else ""
+        )
+        try:
+            entry = _Entry.model_validate(raw)
+        except ValidationError as exc:
+            raise KeyFileError(f"{where}: {label}: {_first_error(exc)}") from None
+        if any(k.name == entry.name for k in keys):
+            raise KeyFileError(f"{where}: {label}: name: duplicate key name")
+        keys.append(Key(entry.name, entry.sha256, tuple(entry.domains), entry.admin, entry.created))
+    return keys
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "file"
+    return f"{loc}: {err['msg']}".replace("Value error, ", "")
 
 
 @dataclass(frozen=True)
@@ -58,7 +138,7 @@ class KeyFile:
 
     path: Path
     keys: list[Key] = field(default_factory=list)
-    _mtime: float = 0.0
+    _version: tuple[int, ...] | None = None  # what the last read saw (inode, size, mtime)
     _checked: float = 0.0
 
     @classmethod
@@ -69,40 +149,45 @@ class KeyFile:
 
     def _read(self) -> None:
         try:
-            mtime = self.path.stat().st_mtime
-            data = json.loads(self.path.read_text())
+            st = self.path.stat()
+            text = self.path.read_text()
         except FileNotFoundError:
-            raise KeyFileError(
+            raise KeyFileUnparsable(
                 f"{self.path}: no such key file (create it: cube-agent keys init)"
             ) from None
-        except (OSError, ValueError) as exc:
-            raise KeyFileError(f"{self.path}: {exc}") from None
-        try:
-            self.keys = [
-                Key(
-                    name=str(k["name"]),
-                    sha256=str(k["sha256"]),
-                    domains=tuple(k.get("domains", [])),
-                    admin=bool(k.get("admin", False)),
-                    created=str(k.get("created", "")),
-                )
-                for k in data["keys"]
-            ]
-        except (KeyError, TypeError) as exc:
-            raise KeyFileError(f"{self.path}: malformed key entry ({exc!r})") from None
-        self._mtime = mtime
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyFileUnparsable(f"{self.path}: {exc}") from None
+        self._version = _version(st)
+        self.keys = parse_keys(text, self.path)
 
     def reload_if_changed(self, every: float = 1.0) -> None:
-        """Pick up `cube-agent keys add/remove` without a restart (stat at most once a second)."""
+        """Pick up `cube-agent keys add/remove` without a restart (stat at most once a
+        second). Fails closed: a file that is gone, empty or not JSON leaves no valid key;
+        one with a bad entry keeps the last good keys. Either is logged at error level,
+        once per change."""
         now = time.monotonic()
         if now - self._checked < every:
             return
         self._checked = now
         try:
-            if self.path.stat().st_mtime != self._mtime:
-                self._read()
-        except (OSError, KeyFileError):
-            pass  # keep serving the last good set; a broken edit must not lock everyone out
+            version = _version(self.path.stat())
+        except FileNotFoundError:
+            version = None
+        except OSError as exc:
+            version = ("error", str(exc))  # type: ignore[assignment]
+        if version == self._version:
+            return
+        try:
+            self._read()
+        except KeyFileUnparsable as exc:
+            self._version = version
+            if self.keys or version is not None:
+                log.error("key file unusable: no key is valid until it is fixed: %s", exc)
+            self.keys = []
+        except KeyFileError as exc:
+            log.error("key file change refused, the last good keys stay: %s", exc)
+        else:
+            log.info("key file reloaded", extra={"keys": len(self.keys)})
 
     def find(self, presented: str) -> Key | None:
         digest = hash_key(presented)
@@ -148,6 +233,8 @@ class KeyFile:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
             os.chmod(tmp, mode)
             if gid != -1 and os.geteuid() == 0:
                 os.chown(tmp, 0, gid)
@@ -155,6 +242,23 @@ class KeyFile:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _version(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the key file's edit lock (`<file>.lock`, flock) across read-change-write, so
+    parallel `keys add/remove/init` never lose each other's changes."""
+    make_dirs(path.parent)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def make_dirs(path: Path) -> None:
@@ -198,8 +302,13 @@ def init_key_file(path: Path, group: str | None) -> Path | None:
     when run as root); the key file is 0640 and, when run as root, group `group` so the
     agent (running as that group's user) can read it but not change it.
     """
-    if path.exists():
-        return None
+    with locked(path):
+        if path.exists():
+            return None
+        return _init_locked(path, group)
+
+
+def _init_locked(path: Path, group: str | None) -> Path:
     kf = KeyFile(path)
     plaintext = kf.add("admin", [ALL_DOMAINS], admin=True)
     kf.save(mode=0o640)
