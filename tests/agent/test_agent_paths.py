@@ -146,3 +146,30 @@ def test_rule_base_paths_and_prefixes_must_be_canonical(rule):
 
     with pytest.raises(ConfigError):
         Router(Settings(), [rule])
+
+
+def test_rule_regexes_are_bounded_on_client_input():
+    """Routing-rule regexes ran backtracking `re` on unbounded client input, on the event
+    loop: one request with a header of 5000 x froze the agent. Now each condition has a
+    timeout and an input bound, and either refuses the request (400)."""
+    import time
+
+    from cube_agent.errors import AgentError
+
+    rules = [
+        {"name": "slow", "match": {"headers": {"x-team": "(x+x+)+y"}}, "target": "http://e:1"},
+    ]
+    router = Router(Settings(), rules)
+    started = time.monotonic()
+    with pytest.raises(AgentError) as err:
+        router.route("GET", "/v1/models", "default", {"x-team": "x" * 4000}, {}, lambda: None)
+    assert err.value.status == 400 and "took too long" in err.value.message
+    assert time.monotonic() - started < 1
+    with pytest.raises(AgentError) as err:
+        router.route("GET", "/v1/models", "default", {"x-team": "x" * 5000}, {}, lambda: None)
+    assert err.value.status == 400 and "longer than" in err.value.message
+    # ordinary input still routes as the rule says
+    _, _, name = router.route("GET", "/v1/models", "default", {"x-team": "xxy"}, {}, lambda: None)
+    assert name == "slow"
+    _, _, name = router.route("GET", "/v1/models", "default", {"x-team": "no"}, {}, lambda: None)
+    assert name is None

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -454,3 +455,36 @@ def test_parallel_key_edits_lose_nothing(tmp_path):
         p.communicate(timeout=60)
     names = sorted(k.name for k in KeyFile.load(path).keys)
     assert names == ["admin", "k4", "k5", "k6", "k7", "n0", "n1", "n2", "n3"]
+
+
+# -- LOW: rule regexes backtrack on client input (ReDoS) -------------------------------------
+
+
+def test_a_backtracking_rule_regex_cannot_freeze_the_agent(keys, tmp_path):
+    engine = EngineOnPort("openai").start()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "rules:\n"
+        f"  - {{name: team, match: {{headers: {{x-team: '(x+x+)+y'}}}}, target: '{engine.url}'}}\n"
+    )
+    agent = None
+    try:
+        agent = start_agent(engine.url, keys, engine="openai", routes_file=str(routes))
+        evil = {**bearer(keys.default), "x-team": "x" * 4000}
+        with ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(httpx.get, agent.url + "/v1/models", headers=evil, timeout=30)]
+            slow += [pool.submit(httpx.get, agent.url + "/v1/models", headers=evil, timeout=30)]
+            time.sleep(0.05)
+            health = httpx.get(agent.url + "/health", timeout=5)
+            assert health.status_code == 200 and health.elapsed.total_seconds() < 1
+            for future in slow:
+                resp = future.result()
+                assert resp.status_code == 400, resp.text
+                assert "took too long" in resp.json()["error"]["message"]
+                assert resp.elapsed.total_seconds() < 2
+        ok = httpx.get(agent.url + "/v1/models", headers={**bearer(keys.default), "x-team": "xy"})
+        assert ok.status_code == 200
+    finally:
+        if agent is not None:
+            agent.stop()
+        engine.stop()

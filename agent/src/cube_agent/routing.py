@@ -18,28 +18,39 @@ the implicit last rule sends everything else to UV_CUBE_AGENT_TARGET_URL::
         strip_prefix: /engine-b        # removed from the path before it is forwarded
 
 The body is parsed only when a rule that is otherwise matching has a `body` condition.
+
+The regexes run on client input, on the event loop: they use the `regex` module (Buildroot's
+python-regex), whose matching takes a timeout, so a pattern that backtracks badly on some
+input costs at most MATCH_TIMEOUT per condition instead of freezing the agent; the input
+is also bounded (MAX_MATCH_CHARS). Either limit refuses the request (400): a request that
+cannot be routed by the rules is not sent to some other engine.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import regex
 import yaml
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .config import ConfigError, Settings
+from .errors import AgentError
 from .paths import PathError, canonical_path, drop_segments
 from .upstream import Upstream
 
+# A condition gives up after this long (s) or on a longer value, and the request is refused.
+MATCH_TIMEOUT = 0.05
+MAX_MATCH_CHARS = 4096
 
-def _regex(value: str) -> re.Pattern[str]:
+
+def _regex(value: str) -> regex.Pattern[str]:
     try:
-        return re.compile(value)
-    except re.error as exc:
+        return regex.compile(value)
+    except regex.error as exc:
         raise ValueError(f"invalid regex {value!r}: {exc}") from None
 
 
@@ -133,12 +144,29 @@ class Rule:
     upstream: Upstream
     strip_prefix: str
     spec: dict[str, Any]
-    path: re.Pattern[str] | None
+    path: regex.Pattern[str] | None
     methods: frozenset[str] | None
-    domain: re.Pattern[str] | None
-    headers: tuple[tuple[str, re.Pattern[str]], ...]
-    query: tuple[tuple[str, re.Pattern[str]], ...]
-    body: tuple[tuple[str, re.Pattern[str]], ...]
+    domain: regex.Pattern[str] | None
+    headers: tuple[tuple[str, regex.Pattern[str]], ...]
+    query: tuple[tuple[str, regex.Pattern[str]], ...]
+    body: tuple[tuple[str, regex.Pattern[str]], ...]
+
+    def _search(self, pattern: regex.Pattern[str], value: str, what: str) -> bool:
+        if len(value) > MAX_MATCH_CHARS:
+            raise AgentError(
+                400,
+                f"routing rule {self.name!r}: the request's {what} is longer than "
+                f"{MAX_MATCH_CHARS} characters",
+                "unroutable",
+            )
+        try:
+            return pattern.search(value, timeout=MATCH_TIMEOUT) is not None
+        except TimeoutError:
+            raise AgentError(
+                400,
+                f"routing rule {self.name!r}: matching the request's {what} took too long",
+                "unroutable",
+            ) from None
 
     def matches_request_line(
         self,
@@ -150,17 +178,17 @@ class Rule:
     ) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
-        if self.path is not None and not self.path.search(path):
+        if self.path is not None and not self._search(self.path, path, "path"):
             return False
-        if self.domain is not None and not self.domain.search(domain):
+        if self.domain is not None and not self._search(self.domain, domain, "domain"):
             return False
         for name, pattern in self.headers:
             value = headers.get(name)
-            if value is None or not pattern.search(value):
+            if value is None or not self._search(pattern, value, f"header {name}"):
                 return False
         for name, pattern in self.query:
             value = query.get(name)
-            if value is None or not pattern.search(value):
+            if value is None or not self._search(pattern, value, f"query {name}"):
                 return False
         return True
 
@@ -169,7 +197,10 @@ class Rule:
             return False
         for name, pattern in self.body:
             value = body.get(name)
-            if value is None or not pattern.search(value if isinstance(value, str) else str(value)):
+            if value is None:
+                return False
+            text = value if isinstance(value, str) else str(value)
+            if not self._search(pattern, text, f"body field {name}"):
                 return False
         return True
 
@@ -253,12 +284,12 @@ class Router:
             upstream=self._upstream(str(spec.target), spec.engine),
             strip_prefix=spec.strip_prefix,
             spec=spec.model_dump(mode="json"),
-            path=re.compile(m.path) if m.path is not None else None,
+            path=_regex(m.path) if m.path is not None else None,
             methods=frozenset(m.methods) if m.methods is not None else None,
-            domain=re.compile(m.domain) if m.domain is not None else None,
-            headers=tuple((k.lower(), re.compile(v)) for k, v in m.headers.items()),
-            query=tuple((k, re.compile(v)) for k, v in m.query.items()),
-            body=tuple((k, re.compile(str(v))) for k, v in m.body.items()),
+            domain=_regex(m.domain) if m.domain is not None else None,
+            headers=tuple((k.lower(), _regex(v)) for k, v in m.headers.items()),
+            query=tuple((k, _regex(v)) for k, v in m.query.items()),
+            body=tuple((k, _regex(str(v))) for k, v in m.body.items()),
         )
 
     def route(
