@@ -75,14 +75,21 @@ async def get_stats(request: web.Request) -> web.Response:
 
 
 def main() -> None:
-    app = web.Application()
+    app = web.Application(client_max_size=64 << 20)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/big", big)
     app.router.add_get("/v1/hop", hop)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/health", lambda r: web.json_response({"status": "ok"}))
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        print=None,
+        access_log=None,
+        handler_cancellation=True,  # a request whose client left is cancelled, as in engines
+    )
 
 
 if __name__ == "__main__":

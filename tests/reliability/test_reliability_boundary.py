@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +27,7 @@ from reliability_support import (
     start_agent,
     wait_until,
 )
+from support import Process, free_port
 
 
 def engine_requests(engine: EngineOnPort) -> list[str]:
@@ -488,3 +491,184 @@ def test_a_backtracking_rule_regex_cannot_freeze_the_agent(keys, tmp_path):
         if agent is not None:
             agent.stop()
         engine.stop()
+
+
+# -- MEDIUM and LOW: what one client can hold, and what crosses the agent --------------------
+
+HOSTILE = Path(__file__).with_name("hostile_engine.py")
+
+
+class Hostile:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = Process([sys.executable, str(HOSTILE), str(self.port)])
+        self.process.wait_for_url(self.url + "/health", timeout=20)
+
+    def stats(self) -> dict:
+        return httpx.get(self.url + "/stats", timeout=5).json()
+
+
+@pytest.fixture
+def hostile(keys):
+    engine = Hostile()
+    agents = []
+
+    def start(**settings: str):
+        agent = start_agent(engine.url, keys, engine="openai", **settings)
+        agents.append(agent)
+        return agent
+
+    try:
+        yield engine, start
+    finally:
+        for agent in agents:
+            agent.stop()
+        engine.process.stop()
+
+
+def slow_chat(agent, key: str, delay: float, timeout: float = 30) -> httpx.Response:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "delay": delay}
+    return httpx.post(
+        agent.url + "/v1/chat/completions", json=body, headers=bearer(key), timeout=timeout
+    )
+
+
+def test_one_key_cannot_take_every_engine_slot(hostile):
+    """One key took all 512 upstream pool slots; the others got 504 after the connect
+    timeout. Now a key past its share gets a fast 429, the agent past its limit a fast
+    503, and another key still gets through."""
+    engine, start = hostile
+    agent = start(max_concurrency="6", max_key_concurrency="4")
+    keys = agent.keys
+    with ThreadPoolExecutor(8) as pool:
+        hogs = [pool.submit(slow_chat, agent, keys.default, 3) for _ in range(4)]
+        wait_until(lambda: engine.stats()["started"] == 4, 5, "4 slow requests at the engine")
+        t = time.monotonic()
+        extra = slow_chat(agent, keys.default, 0)
+        assert extra.status_code == 429 and time.monotonic() - t < 1, extra.text
+        assert extra.headers["retry-after"] == "1"
+        # another key is served meanwhile; past the agent's own limit: 503 at once
+        others = [pool.submit(slow_chat, agent, keys.admin, 3) for _ in range(2)]
+        wait_until(lambda: engine.stats()["started"] == 6, 5, "6 slow requests at the engine")
+        t = time.monotonic()
+        full = slow_chat(agent, keys.admin, 0)  # within the admin key's share
+        assert full.status_code == 503 and time.monotonic() - t < 1, full.text
+        assert all(f.result().status_code == 200 for f in hogs + others)
+    # the slots come back
+    assert slow_chat(agent, keys.default, 0).status_code == 200
+
+
+def test_request_bodies_held_at_once_are_bounded(hostile):
+    """40 x 10 MiB bodies to a slow endpoint took the agent to 712 MB. Now the bodies held
+    at once have a budget (503 past it)."""
+    engine, start = hostile
+    agent = start(max_body_bytes=str(4 << 20), max_buffered_bytes=str(10 << 20))
+    rss = agent.rss()
+    big = {"model": "m", "messages": [{"role": "user", "content": "x" * (3 << 20)}], "delay": 3}
+    post = partial(
+        httpx.post,
+        agent.url + "/v1/chat/completions",
+        json=big,
+        headers=agent.headers(),
+        timeout=30,
+    )
+    with ThreadPoolExecutor(8) as pool:
+        held = [pool.submit(post) for _ in range(3)]
+        wait_until(lambda: engine.stats()["started"] == 3, 10, "3 bodies at the engine")
+        refused = post()
+        assert refused.status_code == 503, refused.text
+        assert all(f.result().status_code == 200 for f in held)
+    assert agent.rss() - rss < 60 << 20
+    assert post().status_code == 200  # the budget comes back
+
+
+def test_a_huge_engine_answer_is_relayed_not_held(hostile):
+    """A 300 MB engine answer with a Content-Length took the agent to 669 MB RSS: it was
+    buffered whole. Now it is relayed as it arrives, with its length."""
+    _, start = hostile
+    agent = start()
+    rss = agent.rss()
+    peak = 0
+    received = 0
+    with httpx.stream(
+        "GET", agent.url + "/v1/big?mb=200", headers=agent.headers(), timeout=60
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-length"] == str(200 << 20)
+        for chunk in resp.iter_raw(1 << 20):
+            received += len(chunk)
+            if received % (16 << 20) < len(chunk):
+                peak = max(peak, agent.rss())
+    assert received == 200 << 20
+    assert peak - rss < 50 << 20, (rss, peak)
+
+
+def test_a_client_leaving_before_the_answer_cancels_the_engine_request(hostile):
+    """A client that left before the answer started did not cancel the engine request:
+    every non-streamed generation ran to its end for nobody."""
+    engine, start = hostile
+    agent = start()
+    with pytest.raises(httpx.ReadTimeout):
+        slow_chat(agent, agent.keys.default, 30, timeout=1)
+    wait_until(lambda: engine.stats()["cancelled"] == 1, 5, "the engine request cancelled")
+    assert engine.stats()["finished"] == 0
+    wait_until(lambda: agent.in_flight() == 0, 5, "nothing left in flight")
+
+
+def test_hop_by_hop_headers_stop_at_the_agent_both_ways(hostile):
+    engine, start = hostile
+    agent = start()
+    headers = {
+        **agent.headers(),
+        "Connection": "keep-alive, X-Client-Secret",
+        "X-Client-Secret": "for the agent only",
+        "Keep-Alive": "timeout=5",
+        "TE": "trailers",
+        "Trailer": "X-Sum",
+        "Proxy-Authorization": "Basic eA==",
+        "Proxy-Foo": "bar",
+        "X-Kept": "yes",
+    }
+    resp = httpx.get(agent.url + "/v1/hop", headers=headers)
+    assert resp.status_code == 200
+    seen = {k.lower() for k in engine.stats()["last_headers"]}
+    for name in ("x-client-secret", "keep-alive", "te", "trailer", "proxy-authorization"):
+        assert name not in seen, name
+    assert "proxy-foo" not in seen and "x-kept" in seen
+    got = {k.lower() for k in resp.headers}
+    for name in ("x-engine-secret", "keep-alive", "upgrade", "trailer", "proxy-authenticate"):
+        assert name not in got, name
+    assert resp.headers["x-kept"] == "yes"
+
+
+def test_engine_failures_do_not_reveal_the_engine_to_clients(keys, tmp_path):
+    """502 messages named the engine's URL and the parser's internals; the log keeps them."""
+    port = free_port()  # nothing listens there
+    agent = start_agent(f"http://127.0.0.1:{port}", keys, engine="openai", log_level="warning")
+    malformed = EngineOnPort("openai", "--malformed").start()
+    other = None
+    try:
+        for path in ("/v1/models", "/api/tags"):
+            resp = httpx.get(agent.url + path, headers=bearer(keys.default))
+            assert resp.status_code == 502
+            assert str(port) not in resp.text and "127.0.0.1" not in resp.text, resp.text
+        assert str(port) in agent.process.output()  # the operator still learns where
+        other = start_agent(malformed.url, keys, engine="openai")
+        chat = {
+            "model": "Qwen/Qwen2.5-0.5B-Instruct",
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        resp = httpx.post(
+            other.url + "/api/chat", json={**chat, "stream": False}, headers=bearer(keys.default)
+        )
+        assert resp.status_code == 502, resp.text
+        text = resp.text.lower()
+        assert str(malformed.port) not in text and "json" in text
+        for internal in ("decode", "char ", "line 1", "orjson", "traceback"):
+            assert internal not in text, resp.text
+    finally:
+        agent.stop()
+        if other is not None:
+            other.stop()
+        malformed.stop()
