@@ -123,6 +123,22 @@ def test_dot_segments_and_escapes_never_reach_the_engine(ollama):
     assert OLLAMA_MODEL in [m["name"] for m in tags["models"]]
 
 
+def test_unparsable_request_targets_get_the_agents_json_400(ollama):
+    agent, engine = ollama
+    before = len(engine_requests(engine))
+    for line in (
+        b"GET /v1/mod\xc3\xa9ls HTTP/1.1",
+        b"GET /v1/models\tx HTTP/1.1",
+        b"CONNECT 127.0.0.1:11434 HTTP/1.1",
+        b"OPTIONS * HTTP/1.1",
+        b"GET http://engine/v1/../api/pull HTTP/1.1",
+    ):
+        status, body = raw_http(agent.url, line + b"\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert status == 400, (line, body)
+        assert "message" in json.loads(body)["error"], body
+    assert engine_requests(engine)[before:] == []
+
+
 def test_the_engine_gets_the_path_it_was_authorised_for(ollama):
     """An accepted path goes out byte for byte (escapes of ':' included)."""
     agent, engine = ollama

@@ -112,7 +112,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self.transport.is_closing():  # refused by a callback (431)
                 return
             log.info("invalid HTTP request", extra={"client": self.client})
-            self.send_400_response("Invalid HTTP request received.")
+            self._refuse(400, "Bad Request", "invalid_request", "invalid HTTP request")
             return
         if self._in_head:  # the read ended inside a head (or between requests)
             self._head_bytes += len(data)
