@@ -13,6 +13,8 @@ from cube_agent.guardrails import DEFAULT_CONFIG_DIR
 from guardrails_support import SELF_CHECK_MARK, Judge, start_agent
 from support.image_python import GUARDRAILS_CONFIG
 
+pytestmark = pytest.mark.usefixtures("needs_nemoguardrails")
+
 REFUSAL = "I'm sorry, I can't help with that request."
 CARD = "4111 1111 1111 1111"
 
