@@ -50,6 +50,32 @@ def test_chunks_arrive_before_the_stream_ends(recorder, agent_factory):
     assert stats(recorder)["streams_completed"] == 1
 
 
+@pytest.mark.parametrize(
+    ("engine", "path"),
+    [
+        ("openai", "/v1/chat/completions"),  # SSE passed through
+        ("ollama", "/api/chat"),  # NDJSON passed through
+        ("openai", "/api/chat"),  # SSE translated to Ollama's NDJSON
+    ],
+)
+def test_first_chunk_arrives_while_the_engine_still_streams(recorder, agent_factory, engine, path):
+    """Order, not wall time: when the client holds its first chunk, the engine has not
+    finished (a relay that buffers the answer whole would deliver it only afterwards)."""
+    agent = agent_factory(recorder, engine=engine)
+    with httpx.stream(
+        "POST", agent.url + path, json=BODY, headers=agent.headers(), timeout=30
+    ) as resp:
+        assert resp.status_code == 200
+        lines = resp.iter_lines()
+        first = next(line for line in lines if line.strip())
+        at_first = stats(recorder)
+        rest = [line for line in lines if line.strip()]
+    assert at_first["streams_started"] == 1
+    assert at_first["streams_completed"] == 0, "the first chunk came after the engine finished"
+    assert ("w0 " in first) and len(rest) == 30  # 29 more words and the end marker
+    assert stats(recorder)["streams_completed"] == 1
+
+
 def test_client_disconnect_cancels_the_engine_request(recorder, agent_factory):
     agent = agent_factory(recorder)
     with httpx.stream(
