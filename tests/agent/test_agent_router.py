@@ -162,6 +162,7 @@ def test_describe_lists_the_rules_in_the_order_they_are_tried():
         ([rule("r", match={"body": {"x": "("}})], "match.body: Value error, invalid"),
         ([rule("r", match={"colour": "red"})], "match.colour: Extra inputs"),
         ([{"target": "http://x"}], "rule #1: name: Field required"),
+        ([{}], "rule #1: name: Field required"),  # the first of two errors
         ([rule("ok"), "text"], "rule #2: rule: Input should be"),
     ],
 )
@@ -174,8 +175,13 @@ def test_a_bad_rule_is_one_error_naming_it(rules, message):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("rules: [\n", "not YAML: "),
-        ("rules: 3\n", "rules: Input should be a valid list"),
+        ("rules: [\n", "not YAML: while parsing a flow node"),  # its first line
+        ("rules: 3\nother: 1\n", "rules: Input should be a valid list"),  # the first error
+        (  # names read from YAML are equal strings, not the same object
+            "rules:\n  - {name: same-name, target: 'http://a'}\n"
+            "  - {name: same-name, target: 'http://b'}\n",
+            "rule #2 ('same-name'): name: duplicate rule name",
+        ),
         ("other: []\n", "other: Extra inputs are not permitted"),
         ("rules:\n  - name: r\n    target: nowhere\n", "rule #1 ('r'): target: "),
     ],
