@@ -22,6 +22,7 @@ from reliability_support import (
     wait_until,
 )
 from support import free_port
+from support.timing import scaled
 
 # Short upstream timeouts so that a hung engine costs a second, not five minutes.
 TIMEOUTS = {"connect_timeout": "1", "read_timeout": "1", "total_timeout": "5"}
@@ -57,6 +58,7 @@ class Answer:
 
 def call(agent: Agent, path: str, stream: bool, model: str, limit: float = 15) -> Answer:
     """One chat request read to its end; a client timeout here means the agent hung."""
+    limit = scaled(limit)
     body = {**CHAT, "model": model, "stream": stream}
     started = time.monotonic()
     with httpx.stream(
@@ -141,7 +143,7 @@ def test_engine_refusing_connections_is_502_at_once(agent_factory):
         else:
             answer = call(agent, path, stream, "any")
         assert "unreachable" in assert_json_error(answer, path, 502)
-        assert answer.seconds < 3
+        assert answer.seconds < scaled(3)
     ready = httpx.get(agent.url + "/ready", timeout=10)
     assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
     # the three /v1 calls at least (a failed engine-kind probe on /api is not counted)
@@ -159,7 +161,7 @@ def test_engine_that_never_answers_is_504_within_the_read_timeout(
     for path, stream in CALLS:
         answer = call(agent, path, stream, model)
         assert "timed out" in assert_json_error(answer, path, 504)
-        assert answer.seconds < 4, answer.seconds  # read timeout 1 s
+        assert answer.seconds < scaled(4), answer.seconds  # read timeout 1 s
     assert agent.metric("cube_agent_upstream_errors_total") >= len(CALLS)
     assert_settled(agent, engine.port)
 
@@ -175,7 +177,7 @@ def test_stream_broken_mid_way_ends_with_an_error_event(kind, fault, engine_fact
         assert_stream_error(answer, path)
         # the engine's first chunks were relayed before the error
         assert len(answer.events()) >= 2, answer.lines
-        assert answer.seconds < 4, answer.seconds
+        assert answer.seconds < scaled(4), answer.seconds
         # a broken stream must not look like a complete one
         assert not any(line.strip() == b"data: [DONE]" for line in answer.lines)
     assert_settled(agent, engine.port)
