@@ -37,10 +37,10 @@ def route(r: Router, path: str = "/v1/chat/completions", *, method: str = "POST"
 
 def test_highest_priority_first_ties_in_file_order_and_no_priority_is_0():
     r = router(
+        rule("negative", priority=-1),
         rule("zero", match={"path": "chat"}),
         rule("one-a", priority=1, match={"path": "chat"}),
         rule("one-b", priority=1, match={"path": "chat"}),
-        rule("negative", priority=-1),
         rule("five", priority=5, match={"headers": {"x-team": "^blue$"}}),
     )
     assert [x.name for x in r.rules] == ["five", "one-a", "one-b", "zero", "negative"]
