@@ -15,7 +15,7 @@ RECORDER = Path(__file__).with_name("recorder_engine.py")
 
 @pytest.fixture
 def recorder():
-    """30 chunks 0.1 s apart (times CUBE_TEST_TIMEOUT_FACTOR): a 3 s stream."""
+    """30 chunks 0.1 s apart (times CUBE_TIMEOUT_FACTOR): a 3 s stream."""
     port = free_port()
     delay = str(scaled(0.1))
     process = Process([sys.executable, RECORDER, str(port), "--chunks", "30", "--delay", delay])

@@ -13,7 +13,7 @@ from reliability_support import CHAT, OLLAMA_MODEL, EngineOnPort, start_agent, w
 from support.timing import scaled
 
 CLIENTS = 100
-# 300 words at 0.05 s a chunk (times CUBE_TEST_TIMEOUT_FACTOR): each stream would last
+# 300 words at 0.05 s a chunk (times CUBE_TIMEOUT_FACTOR): each stream would last
 # 15 s if nobody hung up.
 LONG_PROMPT = " ".join(f"word{i}" for i in range(300))
 CHUNK_DELAY = scaled(0.05)

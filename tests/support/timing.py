@@ -1,7 +1,7 @@
 """Wall-time bounds in tests, scaled by one factor for slow or loaded machines.
 
-CUBE_TEST_TIMEOUT_FACTOR (default 1) multiplies every bound that goes through `scaled`, the
-deadlines of `wait_until` included: `CUBE_TEST_TIMEOUT_FACTOR=3 make test` on a busy 2-core
+CUBE_TIMEOUT_FACTOR (default 1) multiplies every bound that goes through `scaled`, the
+deadlines of `wait_until` included: `CUBE_TIMEOUT_FACTOR=3 make test` on a busy 2-core
 box. A bound is a limit on how long something may take, never a speed target (those are in
 `make bench`); where order or counts can say it, tests assert those instead.
 """
@@ -17,18 +17,18 @@ T = TypeVar("T")
 
 
 def factor() -> float:
-    value = os.environ.get("CUBE_TEST_TIMEOUT_FACTOR", "") or "1"
+    value = os.environ.get("CUBE_TIMEOUT_FACTOR", "") or "1"
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"CUBE_TEST_TIMEOUT_FACTOR={value!r}: not a number") from None
+        raise ValueError(f"CUBE_TIMEOUT_FACTOR={value!r}: not a number") from None
     if number <= 0:
-        raise ValueError(f"CUBE_TEST_TIMEOUT_FACTOR={value!r}: must be positive")
+        raise ValueError(f"CUBE_TIMEOUT_FACTOR={value!r}: must be positive")
     return number
 
 
 def scaled(seconds: float) -> float:
-    """`seconds` times CUBE_TEST_TIMEOUT_FACTOR."""
+    """`seconds` times CUBE_TIMEOUT_FACTOR."""
     return seconds * factor()
 
 
