@@ -87,7 +87,8 @@ def test_a_bad_entry_is_refused_naming_it(content, expected):
 
 def test_names_are_compared_by_value():
     # json.loads makes distinct string objects: "is" would miss the duplicate
-    duplicate = '{"keys": [%s, %s]}' % (json.dumps(entry(name="a-b")), json.dumps(entry(name="a-b")))
+    one = json.dumps(entry(name="a-b"))
+    duplicate = f'{{"keys": [{one}, {one}]}}'
     assert "duplicate key name" in refusal(duplicate)
 
 
