@@ -41,6 +41,7 @@ class Result:
     survivors: list[str]  # description and diff
     seconds: float
     annotations: int = 0  # mutants inside annotations, never run
+    outside: int = 0  # mutants outside the target's `only` functions, never run
 
     @property
     def score(self) -> float:
@@ -48,9 +49,9 @@ class Result:
         return 100.0 * self.killed / counted if counted else 100.0
 
 
-def load_targets() -> tuple[dict[str, list[list[str]]], list[dict]]:
+def load_targets() -> tuple[dict[str, dict], list[dict]]:
     data = tomllib.loads(TARGETS.read_text())
-    targets = {t["module"]: t["stages"] for t in data["target"]}
+    targets = {t["module"]: t for t in data["target"]}
     return targets, data.get("equivalent", [])
 
 
@@ -61,7 +62,7 @@ def pytest_command(args: list[str]) -> list[str]:
 def run_stages(module: str) -> int:
     """The test command for one mutant: each stage in turn; the first failure kills it."""
     targets, _ = load_targets()
-    for stage in targets[module]:
+    for stage in targets[module]["stages"]:
         done = subprocess.run(pytest_command(stage), cwd=REPO, stdout=subprocess.DEVNULL)
         if done.returncode != 0:
             return 1
@@ -78,7 +79,9 @@ def source_line(path: Path, line: int) -> str:
     return path.read_text().splitlines()[line - 1].strip()
 
 
-def mutate(module: str, work: Path, env: dict[str, str], equivalents: list[dict]) -> Result:
+def mutate(
+    module: str, only: list[str] | None, work: Path, env: dict[str, str], equivalents: list[dict]
+) -> Result:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
@@ -100,10 +103,10 @@ def mutate(module: str, work: Path, env: dict[str, str], equivalents: list[dict]
     db = work / f"{module}.sqlite"
     db.unlink(missing_ok=True)
     cosmic_ray("init", config, db, env=env)
-    skipped = skip_annotations(db, copy)
+    skipped, outside = skip_unscored(db, copy, only)
     cosmic_ray("exec", config, db, env=env)
 
-    result = Result(module, 0, 0, [], [], 0.0, skipped)
+    result = Result(module, 0, 0, [], [], 0.0, skipped, outside)
     original = PACKAGE / module
     with use_db(str(db), WorkDB.Mode.open) as wdb:
         for item, outcome in wdb.completed_work_items:
@@ -140,25 +143,55 @@ def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]
     return spans
 
 
-def skip_annotations(db: Path, module: Path) -> int:
-    """Mark the mutants inside annotations as skipped: every agent module has `from
-    __future__ import annotations`, so an annotation is a string never evaluated and such a
-    mutant is equivalent by construction (`str | None` -> `str ^ None`). Their count."""
+def definition_spans(path: Path, names: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) of each named function or class ("Proxy._read_body", "parse_json")."""
+    spans, found = [], set()
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                if name in names:
+                    found.add(name)
+                    first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                    spans.append(((first, 0), (child.end_lineno, child.end_col_offset)))
+                walk(child, name + ".")
+
+    walk(ast.parse(path.read_text()), "")
+    missing = sorted(set(names) - found)
+    if missing:
+        sys.exit(f"mutation: {path.name}: no {', '.join(missing)} (targets.toml `only`)")
+    return spans
+
+
+def skip_unscored(db: Path, module: Path, only: list[str] | None) -> tuple[int, int]:
+    """Mark as skipped the mutants inside annotations, and those outside the target's
+    `only` definitions. Every agent module has `from __future__ import annotations`: an
+    annotation is a string never evaluated, so such a mutant is equivalent by construction
+    (`str | None` -> `str ^ None`). Their counts."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     assert "from __future__ import annotations" in module.read_text(), module
     spans = annotation_spans(module)
-    skipped = 0
+    scope = definition_spans(module, only) if only else None
+    skipped = outside = 0
     with use_db(str(db), WorkDB.Mode.open) as wdb:
         for item in list(wdb.pending_work_items):
             m = item.mutations[0]
             start, end = tuple(m.start_pos), tuple(m.end_pos)
             if any(a <= start and end <= b for a, b in spans):
-                result = WorkResult(output="annotation", worker_outcome=WorkerOutcome.SKIPPED)
-                wdb.set_result(item.job_id, result)
+                why = "annotation"
                 skipped += 1
-    return skipped
+            elif scope is not None and not any(a <= start and end <= b for a, b in scope):
+                why = "outside the target"
+                outside += 1
+            else:
+                continue
+            wdb.set_result(
+                item.job_id, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED)
+            )
+    return skipped, outside
 
 
 def mutant_line(diff: str) -> str:
@@ -209,7 +242,7 @@ def main() -> int:
     try:
         for module in modules:
             print(f"mutation: {module} ...", flush=True)
-            results.append(mutate(module, work, env, equivalents))
+            results.append(mutate(module, targets[module].get("only"), work, env, equivalents))
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -230,17 +263,19 @@ def report(results: list[Result], fail_under: float) -> int:
         [s for r in results for s in r.survivors],
         sum(r.seconds for r in results),
         sum(r.annotations for r in results),
+        sum(r.outside for r in results),
     )
-    columns = ("module", "mutants", "killed", "equiv.", "survived", "score", "time", "annot.")
-    print("\n{:<14}{:>8}{:>8}{:>8}{:>9}{:>8}{:>8}{:>8}".format(*columns))
+    columns = ("module", "mutants", "killed", "equiv.", "survived", "score", "time")
+    print("\n{:<14}{:>8}{:>8}{:>8}{:>9}{:>8}{:>8}{:>8}{:>9}".format(*columns, "annot.", "outside"))
     for r in [*results, total]:
         print(
             f"{r.module:<14}{r.total:>8}{r.killed:>8}{len(r.equivalent):>8}"
             f"{len(r.survivors):>9}{r.score:>7.1f}%{r.seconds:>7.0f}s{r.annotations:>8}"
+            f"{r.outside:>9}"
         )
     print(
-        "score = killed / (mutants - equivalent); annot. = mutants inside annotations, "
-        "never evaluated (not run, not counted)"
+        "score = killed / (mutants - equivalent). Not run, not counted: annot. = mutants "
+        "inside annotations (never evaluated), outside = outside a target's `only` list"
     )
     if total.score < fail_under:
         print(f"mutation: score {total.score:.1f}% is under {fail_under:g}%")
