@@ -369,8 +369,9 @@ def install_sysv_init(root: Path) -> None:
         flags=re.M,
     )
     inittab.write_text(text, encoding="utf-8")
-    # Busybox's init, and its start-stop-daemon as the S scripts get on Buildroot.
-    for applet in ("sbin/init", "sbin/start-stop-daemon"):
+    # Busybox's init, its start-stop-daemon and its sh (ash), as the S scripts get them on
+    # Buildroot: rcS runs them with /bin/sh, so Debian's dash must not stand in for it.
+    for applet in ("sbin/init", "sbin/start-stop-daemon", "bin/sh"):
         (root / applet).unlink(missing_ok=True)
         (root / applet).symlink_to("/bin/busybox")
 

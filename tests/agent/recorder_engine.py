@@ -6,7 +6,8 @@ client went away) and which headers reached the engine. `GET /stats` reports bot
     python recorder_engine.py PORT [--chunks N] [--delay S]
 
 `POST /v1/chat/completions` with `"stream": true` sends N SSE chunks, one every S seconds;
-without it, one JSON answer. Every request's headers are kept for `/stats`.
+without it, one JSON answer. `POST /api/chat` streams the same as Ollama's NDJSON (an agent
+told `engine=ollama` passes it through). Every request's headers are kept for `/stats`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,30 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def ollama_chat(request: web.Request) -> web.StreamResponse:
+    """Ollama's /api/chat, streamed (Ollama's default): one NDJSON object per chunk."""
+    stats["last_headers"] = dict(request.headers)
+    body = await request.json()
+    config = request.app["config"]
+    stats["streams_started"] += 1
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    model = body.get("model", "")
+    try:
+        for i in range(config.chunks):
+            message = {"role": "assistant", "content": f"w{i} "}
+            line = {"model": model, "message": message, "done": False}
+            await resp.write(json.dumps(line).encode() + b"\n")
+            await asyncio.sleep(config.delay)
+        last = {"model": model, "message": {"role": "assistant", "content": ""}, "done": True}
+        await resp.write(json.dumps({**last, "done_reason": "stop"}).encode() + b"\n")
+        stats["streams_completed"] += 1
+    except (ConnectionResetError, asyncio.CancelledError):
+        stats["streams_cut"] += 1
+        raise
+    return resp
+
+
 async def models(request: web.Request) -> web.Response:
     stats["last_headers"] = dict(request.headers)
     return web.json_response({"object": "list", "data": [{"id": "rec", "object": "model"}]})
@@ -73,6 +98,7 @@ def main() -> None:
     app = web.Application()
     app["config"] = config
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/api/chat", ollama_chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/stats", get_stats)
     # Cancel a handler when its client goes away, as real engines stop generating.

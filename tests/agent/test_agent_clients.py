@@ -13,6 +13,7 @@ import subprocess
 
 import ollama
 import openai
+import pytest
 from support.engines import TINY_MODEL_NAME
 from support.vllm import MODEL_NAME as REAL_VLLM_MODEL
 
@@ -42,7 +43,7 @@ def test_openai_chat(agent):
         model=agent.model, messages=[{"role": "user", "content": PROMPT}], max_tokens=8
     )
     text = reply.choices[0].message.content
-    assert isinstance(text, str) and text
+    assert text.strip(), "an empty answer"
     if echoes(agent):
         assert text == ECHO
     assert reply.choices[0].finish_reason in ("stop", "length")
@@ -65,7 +66,9 @@ def test_openai_models_and_completions(agent):
     client = openai_client(agent)
     assert agent.model in [m.id for m in client.models.list()]
     reply = client.completions.create(model=agent.model, prompt=PROMPT, max_tokens=4)
-    assert isinstance(reply.choices[0].text, str)
+    assert reply.object == "text_completion" and reply.choices[0].text.strip()
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens > 0
 
 
 def test_openai_under_a_domain_prefix(agent):
@@ -114,11 +117,13 @@ def test_ollama_generate(agent):
     whole = client.generate(
         model=agent.model, prompt=PROMPT, stream=False, options={"num_predict": 8}
     )
-    assert whole.done is True and isinstance(whole.response, str)
+    assert whole.done is True and whole.response.strip(), "an empty answer"
+    assert whole.eval_count and whole.eval_count > 0
     parts = list(
         client.generate(model=agent.model, prompt=PROMPT, stream=True, options={"num_predict": 8})
     )
-    assert parts[-1].done is True
+    assert parts[-1].done is True and all(p.done is False for p in parts[:-1])
+    assert "".join(p.response for p in parts).strip()
     if echoes(agent):
         assert whole.response == ECHO
         assert "".join(p.response for p in parts) == ECHO
@@ -128,7 +133,11 @@ def test_ollama_list_and_show(agent):
     client = ollama_client(agent)
     assert agent.model in [m.model for m in client.list().models]
     assert agent.model in [m.model for m in client.ps().models]
-    assert client.show(agent.model) is not None
+    shown = client.show(agent.model)
+    assert "completion" in shown.capabilities and shown.modified_at is not None
+    with pytest.raises(ollama.ResponseError) as unknown:
+        client.show("no-such-model:1b")
+    assert unknown.value.status_code == 404
 
 
 def test_curl_stream(agent):
@@ -197,7 +206,9 @@ def test_embeddings_on_ollama_and_openai_engines(ollama_double, agent_factory):
             agent.model = "nomic-embed-text:v1.5"
             out = ollama_client(agent).embed(model=agent.model, input=["one", "two"])
             assert len(out.embeddings) == 2 and len(out.embeddings[0]) > 8
+            assert out.embeddings[0] != out.embeddings[1]  # one vector per input
             vec = openai_client(agent).embeddings.create(model=agent.model, input="one")
-            assert vec.data[0].embedding == out.embeddings[0] or len(vec.data[0].embedding) > 8
+            # the same engine, model and text through the other API: the same vector
+            assert vec.data[0].embedding == pytest.approx(out.embeddings[0], rel=1e-5)
     finally:
         vllm.stop()

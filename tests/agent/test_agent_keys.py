@@ -9,6 +9,7 @@ import sys
 
 import httpx
 from cube_agent.keys import KeyFile
+from support.timing import wait_until
 
 
 def cli(agent_env, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -110,7 +111,9 @@ def test_keys_made_by_the_cli_open_the_agent(ollama_double, tmp_path, agent_env)
             agent_env, "add", "--file", str(f), "--name", "t", "--domain", "t"
         ).stdout.strip()
         headers = {"Authorization": f"Bearer {team}"}
-        deadline = __import__("time").monotonic() + 3
-        while httpx.get(url + "/t/v1/models", headers=headers).status_code != 200:
-            assert __import__("time").monotonic() < deadline
+        wait_until(  # the agent stats the key file at most once a second
+            lambda: httpx.get(url + "/t/v1/models", headers=headers).status_code == 200,
+            3,
+            "the new key accepted",
+        )
         assert httpx.get(url + "/v1/models", headers=headers).status_code == 403

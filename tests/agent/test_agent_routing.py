@@ -68,14 +68,15 @@ rules:
 
 
 def test_higher_priority_wins_and_ties_keep_file_order(two_engines, agent_factory, tmp_path):
+    """The file lists the rules out of priority order: only sorting by priority (stable,
+    highest first; no priority is 0) gives these answers."""
     ollama_engine, vllm = two_engines
     routes = write_rules(
         tmp_path,
         f"""
 rules:
-  - name: team-header-to-ollama
-    priority: 5
-    match: {{headers: {{X-Team: ^blue$}}}}
+  - name: no-priority-is-0
+    match: {{path: ^/v1/chat/}}
     target: {ollama_engine.url}
   - name: all-chat-to-vllm
     priority: 1
@@ -84,6 +85,10 @@ rules:
   - name: never-reached-tie
     priority: 1
     match: {{path: ^/v1/chat/}}
+    target: {ollama_engine.url}
+  - name: team-header-to-ollama
+    priority: 5
+    match: {{headers: {{X-Team: ^blue$}}}}
     target: {ollama_engine.url}
 """,
     )
@@ -98,6 +103,7 @@ rules:
         "team-header-to-ollama",
         "all-chat-to-vllm",
         "never-reached-tie",
+        "no-priority-is-0",
     ]
     assert listed["default"]["target"] == ollama_engine.url
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import fake_ovmf
 import pytest
 from cvm_support import MEASURE, REPO, script_env
+from support import missing
 
 TOOL = Path(sys.executable).with_name("sev-snp-measure")
 
@@ -144,7 +145,7 @@ def test_missing_image_is_refused_clearly(images: Path, tmp_path: Path) -> None:
 
 def test_make_measure_writes_measurement_json(images: Path, tmp_path: Path) -> None:
     if not shutil.which("make"):
-        pytest.skip("no make")
+        missing("make is not installed (scripts/install-host-deps.sh)")
     env = script_env(images)
     args = [f"PYTHON={sys.executable}", f"IMAGE_DIR={images}", "CPUS=3"]
     proc = subprocess.run(

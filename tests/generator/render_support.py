@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from support import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 CUBE_CONFIG = ROOT / "generator/cube-config"
@@ -20,10 +20,7 @@ def require_tool(name: str) -> str:
     path = shutil.which(name) or (name if os.access(name, os.X_OK) else None)
     if path:
         return path
-    message = f"{name} is not installed (see scripts/install-host-deps.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(f"{name} is not installed (see scripts/install-host-deps.sh)")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from render_support import BUSYBOX, ROOT, require_tool
+from support import missing
 
 USERS = {
     "ollama": 1001,
@@ -139,7 +140,7 @@ def alive(pid: int) -> bool:
 @pytest.fixture
 def image(render, tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("starting daemons as their own users needs root")
+        missing("starting daemons as their own users needs root")
     for tool in ("unshare", "chroot", BUSYBOX):
         require_tool(tool)
     rendered = render(CONFIG)

@@ -2,4 +2,4 @@
 modules import its helpers, and every test directory's conftest.py is a module named
 `conftest`)."""
 
-from guardrails_support import _needs_nemoguardrails, fresh_judge, judge  # noqa: F401
+from guardrails_support import fresh_judge, judge, needs_nemoguardrails  # noqa: F401

@@ -18,8 +18,10 @@ HERE = Path(__file__).parent
 SELF_CHECK_MARK = "Answer Yes or No:"
 
 
-@pytest.fixture(autouse=True)
-def _needs_nemoguardrails() -> None:
+@pytest.fixture
+def needs_nemoguardrails() -> None:
+    """For the modules that run NeMo (`pytestmark = pytest.mark.usefixtures(...)`): not
+    autouse, so test_off.py, which proves the agent runs without NeMo, never skips."""
     try:
         import nemoguardrails  # noqa: F401
     except ImportError as exc:

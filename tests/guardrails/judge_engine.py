@@ -6,6 +6,7 @@ there), stdlib only.
   when the text it judges contains BLOCK_ME, else "No".
 - Any other chat is answered "You said: <last user message>", upper-cased when the message
   starts with "shout:", so a test decides what the answer (and so the output check) sees.
+- A non-streamed /api/generate is answered "You said: <prompt>".
 - Every request body is recorded; GET /_received returns them, DELETE /_received clears.
 
 Run: python judge_engine.py PORT
@@ -78,6 +79,9 @@ class Handler(BaseHTTPRequestHandler):
             self._openai(model, text, body.get("stream", False))
         elif self.path == "/api/chat":
             self._ollama(model, text, body.get("stream", True))
+        elif self.path == "/api/generate" and body.get("stream") is False:
+            said = {"model": model, "response": f"You said: {body.get('prompt', '')}"}
+            self._send(200, json.dumps({**said, "done": True, "done_reason": "stop"}).encode())
         else:
             self._send(404, b'{"error": "not found"}')
 

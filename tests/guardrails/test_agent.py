@@ -13,6 +13,8 @@ from cube_agent.guardrails import DEFAULT_CONFIG_DIR
 from guardrails_support import SELF_CHECK_MARK, Judge, start_agent
 from support.image_python import GUARDRAILS_CONFIG
 
+pytestmark = pytest.mark.usefixtures("needs_nemoguardrails")
+
 REFUSAL = "I'm sorry, I can't help with that request."
 CARD = "4111 1111 1111 1111"
 
@@ -154,8 +156,11 @@ def test_streamed_answer_that_passes_keeps_the_engines_chunks(oai, oll):
 def test_other_endpoints_are_not_checked(agent, fresh_judge):
     """Only chat is guarded: a completion with a card number passes through untouched."""
     body = {"model": "judge", "prompt": f"card {CARD}", "stream": False}
-    httpx.post(agent.url + "/api/generate", json=body, timeout=10)
-    assert all(SELF_CHECK_MARK not in r["raw"] for r in fresh_judge.received())
+    resp = httpx.post(agent.url + "/api/generate", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["response"] == f"You said: card {CARD}"  # no output rail either
+    [request] = fresh_judge.received()  # the request itself, and no self-check
+    assert SELF_CHECK_MARK not in request["raw"] and CARD in request["raw"]
 
 
 def test_nothing_to_mask_means_the_same_bytes_reach_the_engine(agent, fresh_judge):

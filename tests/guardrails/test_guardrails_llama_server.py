@@ -10,6 +10,8 @@ import pytest
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
 from guardrails_support import start_agent
 
+pytestmark = pytest.mark.usefixtures("needs_nemoguardrails")
+
 REFUSAL = "I'm sorry, I can't help with that request."
 
 

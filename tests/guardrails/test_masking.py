@@ -5,6 +5,8 @@ import importlib.util
 import pytest
 from cube_agent.guardrails import DEFAULT_CONFIG_DIR
 
+pytestmark = pytest.mark.usefixtures("needs_nemoguardrails")
+
 
 def load_actions():
     """The shipped actions.py, loaded from its file as NeMo loads it."""

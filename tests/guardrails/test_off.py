@@ -31,7 +31,9 @@ print(json.dumps({"status": status, "imported": "nemoguardrails" in sys.modules}
 
 
 @pytest.mark.parametrize("config", ["", str(DEFAULT_CONFIG_DIR)])
-def test_nemoguardrails_is_imported_only_when_on(judge: Judge, config):
+def test_nemoguardrails_is_imported_only_when_on(judge: Judge, config, request):
+    if config:  # on: NeMo must be there (off needs nothing)
+        request.getfixturevalue("needs_nemoguardrails")
     out = subprocess.run(
         [sys.executable, "-c", PROBE, judge.url, config],
         capture_output=True,

@@ -15,7 +15,10 @@ from prometheus_client import CollectorRegistry
 CARD = "4111 1111 1111 1111"
 
 # NeMo 0.24 warns about its own deprecated fields on every config load.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("needs_nemoguardrails"),
+]
 
 
 @pytest.fixture

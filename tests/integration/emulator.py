@@ -8,14 +8,13 @@ returning (output, exit status). Every timeout is multiplied by CUBE_TIMEOUT_FAC
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
 import pexpect
+from support.timing import scaled
 
-TIMEOUT_FACTOR = float(os.environ.get("CUBE_TIMEOUT_FACTOR", "1"))
 PROMPT = "CUBE-TEST-PROMPT# "
 # Set in two quoted halves so the echo of the command that sets it never matches.
 PROMPT_SETTING = "PS1='CUBE-TEST''-PROMPT# ' PS2=''"
@@ -31,10 +30,6 @@ class GuestError(Exception):
 def clean(text: str) -> str:
     """Console text without carriage returns and terminal escape sequences."""
     return ESCAPE.sub("", text).replace("\r", "")
-
-
-def scaled(timeout: float) -> float:
-    return timeout * TIMEOUT_FACTOR
 
 
 class Emulator:

@@ -7,6 +7,7 @@ comes last. In the offline test image the engines are the doubles from tests/dou
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import openai
 import pytest
 from integration.emulator import scaled
 from integration.guest import Guest, boot
+from support.timing import wait_until
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 
@@ -257,6 +259,40 @@ def test_a_killed_engine_is_restarted_by_systemd(guest: Guest) -> None:
     )
     console.wait_for("OLLAMA_HOST=127.0.0.1:11434 ollama list", timeout=60)
     assert show(guest, "ollama", "NRestarts") != "0"
+
+
+def monotonic_us(guest: Guest, unit: str, prop: str) -> int:
+    return int(show(guest, unit, f"{prop}Monotonic"))
+
+
+def test_an_unreachable_engine_does_not_hold_up_boot(guest: Guest) -> None:
+    """Changes the VM: a boot with the engine masked and the models gone (so pull-models
+    retries for as long as the VM runs), then both put back. multi-user.target must be
+    reached while pull-models is still at it: with a blocking pull it never would be."""
+    console = guest.console
+    console.check("systemctl mask ollama && rm -rf /var/lib/ollama/models/manifests")
+    try:
+        console.reboot()
+        guest.start_test_tsm()
+        console.wait_for("systemctl is-active multi-user.target", timeout=180, interval=2)
+        reached = monotonic_us(guest, "multi-user.target", "ActiveEnterTimestamp")
+        assert reached > 0
+        assert show(guest, "pull-models", "ActiveState") == "activating"
+        started = monotonic_us(guest, "pull-models", "InactiveExitTimestamp")
+        assert 0 < started < reached  # it had started before boot finished...
+        # ...and was still retrying after: a failed attempt logged later than that.
+        log = "journalctl -b -o short-monotonic -u pull-models | grep 'engine not answering'"
+
+        def last_failure() -> float:  # "[   12.345678] host pull-models[…]: …"
+            found = re.match(r"\[\s*([0-9.]+)\]", console.check(f"{log} | tail -n 1"))
+            return float(found[1]) if found else 0.0
+
+        wait_until(lambda: last_failure() > reached / 1e6, 60, "a failed pull after boot", 2)
+    finally:
+        console.check("systemctl unmask ollama && systemctl start ollama")
+    wait_for_pull_models(guest, timeout=120)
+    assert show(guest, "pull-models", "Result") == "success"
+    guest.wait_for_agent()
 
 
 def test_a_reboot_keeps_the_pulled_models(guest: Guest) -> None:

@@ -36,6 +36,12 @@ def test_busybox_init_is_pid_1(guest: Guest) -> None:
     assert guest.console.check("readlink /proc/1/exe").endswith("/busybox")
 
 
+def test_the_scripts_shell_is_busybox(guest: Guest) -> None:
+    """rcS and the S scripts run under /bin/sh: on Buildroot that is busybox's ash."""
+    assert guest.console.check("readlink -f /bin/sh").endswith("/busybox")
+    assert guest.console.check("/bin/sh --help 2>&1 | head -n 1").startswith("BusyBox")
+
+
 @pytest.mark.parametrize("name", sorted(DAEMONS))
 def test_rcs_started_each_daemon_as_its_own_user(guest: Guest, name: str) -> None:
     output, status = script(guest, name, "status")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from cube_agent.keys import KeyFile
 from support import Process, free_port
 from support.agent import start_agent_process
 from support.engines import OLLAMA_DOUBLE, OPENAI_DOUBLE
+from support.timing import wait_until  # noqa: F401 (the suites import it from here)
 
 OLLAMA_MODEL = "llama3.2:3b"
 # An instruct model for the vLLM double: it ships a chat template, so chat works.
@@ -98,14 +97,6 @@ def start_agent(target_url: str, keys: Keys, **settings: str) -> Agent:
     settings = {"key_file": str(keys.file), "log_level": "warning", **settings}
     url, process, _ = start_agent_process(target_url, **settings)
     return Agent(url, process, keys)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)
 
 
 class EngineOnPort:

@@ -10,11 +10,14 @@ import httpx
 import psutil
 import pytest
 from reliability_support import CHAT, OLLAMA_MODEL, EngineOnPort, start_agent, wait_until
+from support.timing import scaled
 
 CLIENTS = 100
-# 300 words at 0.05 s a chunk: each stream would last 15 s if nobody hung up.
+# 300 words at 0.05 s a chunk (times CUBE_TIMEOUT_FACTOR): each stream would last
+# 15 s if nobody hung up.
 LONG_PROMPT = " ".join(f"word{i}" for i in range(300))
-STREAM_SECONDS = 15
+CHUNK_DELAY = scaled(0.05)
+STREAM_SECONDS = 300 * CHUNK_DELAY
 # The doubles' stdlib server keeps a listen backlog of 5: a burst of 100 connections would
 # be dropped and retried by the kernel seconds later, so clients start a few at a time.
 BATCH = 4
@@ -61,14 +64,16 @@ async def hang_up_mid_stream(url: str, path: str, body: dict, headers: dict) -> 
                 await asyncio.sleep(0.01)
         ready = asyncio.create_task(all_streaming.wait())
         # a client that fails ends the wait at once, with its error
-        done, _ = await asyncio.wait([ready, *tasks], timeout=60, return_when="FIRST_COMPLETED")
+        done, _ = await asyncio.wait(
+            [ready, *tasks], timeout=scaled(60), return_when="FIRST_COMPLETED"
+        )
         leave.set()
         if ready not in done:
             ready.cancel()
             for task in tasks:
                 task.cancel()
             errors = [t.exception() for t in done if not t.cancelled() and t.exception()]
-            raise errors[0] if errors else TimeoutError("the streams did not start in 60 s")
+            raise errors[0] if errors else TimeoutError("the streams did not start in time")
         return sum(await asyncio.gather(*tasks))
 
 
@@ -81,7 +86,8 @@ async def hang_up_mid_stream(url: str, path: str, body: dict, headers: dict) -> 
     ],
 )
 def test_clients_hanging_up_close_their_engine_requests(kind, path, keys, tmp_path):
-    engine = EngineOnPort(kind, "--chunk-delay", "0.05", models_dir=tmp_path / "models").start()
+    engine = EngineOnPort(kind, "--chunk-delay", str(CHUNK_DELAY), models_dir=tmp_path / "models")
+    engine.start()
     agent = None
     try:
         agent = start_agent(engine.url, keys, engine=kind)

@@ -7,6 +7,7 @@ or a 500. Afterwards nothing is in flight and no connection to the engine is lef
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from reliability_support import (
     wait_until,
 )
 from support import free_port
+from support.timing import scaled
 
 # Short upstream timeouts so that a hung engine costs a second, not five minutes.
 TIMEOUTS = {"connect_timeout": "1", "read_timeout": "1", "total_timeout": "5"}
@@ -55,9 +57,14 @@ class Answer:
         return out
 
 
-def call(agent: Agent, path: str, stream: bool, model: str, limit: float = 15) -> Answer:
+def call(
+    agent: Agent, path: str, stream: bool, model: str, limit: float = 15, prompt: str = ""
+) -> Answer:
     """One chat request read to its end; a client timeout here means the agent hung."""
+    limit = scaled(limit)
     body = {**CHAT, "model": model, "stream": stream}
+    if prompt:
+        body["messages"] = [{"role": "user", "content": prompt}]
     started = time.monotonic()
     with httpx.stream(
         "POST", agent.url + path, json=body, headers=agent.headers(), timeout=limit
@@ -141,7 +148,7 @@ def test_engine_refusing_connections_is_502_at_once(agent_factory):
         else:
             answer = call(agent, path, stream, "any")
         assert "unreachable" in assert_json_error(answer, path, 502)
-        assert answer.seconds < 3
+        assert answer.seconds < scaled(3)
     ready = httpx.get(agent.url + "/ready", timeout=10)
     assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
     # the three /v1 calls at least (a failed engine-kind probe on /api is not counted)
@@ -159,9 +166,43 @@ def test_engine_that_never_answers_is_504_within_the_read_timeout(
     for path, stream in CALLS:
         answer = call(agent, path, stream, model)
         assert "timed out" in assert_json_error(answer, path, 504)
-        assert answer.seconds < 4, answer.seconds  # read timeout 1 s
+        assert answer.seconds < scaled(4), answer.seconds  # read timeout 1 s
     assert agent.metric("cube_agent_upstream_errors_total") >= len(CALLS)
     assert_settled(agent, engine.port)
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_total_timeout_ends_a_stream_that_never_pauses_long(kind, engine_factory, agent_factory):
+    """A chunk every 0.1 s never trips the 1 s read timeout; the total timeout (2 s here)
+    still ends the stream, with an error after what was relayed, long before the engine's
+    60 words would have taken it."""
+    engine = engine_factory(kind, "--chunk-delay", str(scaled(0.1)))
+    total = scaled(2)
+    agent = agent_factory(engine.url, engine=kind, total_timeout=str(total))
+    model = OLLAMA_MODEL if kind == "ollama" else CHAT["model"]
+    words = " ".join(f"w{i}" for i in range(60))
+    for path in ("/v1/chat/completions", "/api/chat"):
+        answer = call(agent, path, True, model, prompt=words)
+        assert_stream_error(answer, path)
+        assert len(answer.events()) >= 5, answer.lines  # it streamed before the cut
+        assert total <= answer.seconds < total + scaled(3), answer.seconds
+        assert not any(b"w59" in line for line in answer.lines)  # the end never came
+    assert_settled(agent, engine.port)
+
+
+def test_connect_timeout_is_504_for_plain_and_streamed_calls(agent_factory):
+    """An engine that never accepts (its listen queue is full: the kernel drops the SYN):
+    every call is 504 after the 1 s connect timeout, not after the 5 s total one."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue
+            agent = agent_factory(f"http://127.0.0.1:{port}", engine="openai")
+            for path, stream in CALLS:
+                answer = call(agent, path, stream, CHAT["model"])
+                assert "timed out" in assert_json_error(answer, path, 504)
+                assert answer.seconds < scaled(4), answer.seconds  # connect timeout 1 s
 
 
 @pytest.mark.parametrize("fault", [("--hang-after", "2"), ("--cut-after", "2")])
@@ -175,7 +216,7 @@ def test_stream_broken_mid_way_ends_with_an_error_event(kind, fault, engine_fact
         assert_stream_error(answer, path)
         # the engine's first chunks were relayed before the error
         assert len(answer.events()) >= 2, answer.lines
-        assert answer.seconds < 4, answer.seconds
+        assert answer.seconds < scaled(4), answer.seconds
         # a broken stream must not look like a complete one
         assert not any(line.strip() == b"data: [DONE]" for line in answer.lines)
     assert_settled(agent, engine.port)

@@ -82,11 +82,10 @@ def check_response(kind: str, keys, case, caller: str, resp) -> None:
     allowed_501 = NOT_IMPLEMENTED["any"] | NOT_IMPLEMENTED.get(kind, set())
     assert resp.status_code < 500 or (resp.status_code == 501 and bare in allowed_501), where
     domain = (case.path_parameters or {}).get("domain")
-    if domain in RESERVED_DOMAINS:
-        # "/v1/v1/models" is no domain route but an unknown /v1 path, which the agent
-        # forwards: the 404 is the engine's own (Ollama answers it in plain text).
-        return
-    if resp.status_code >= 400:
+    # "/v1/v1/models" is no domain route but an unknown /v1 path, which the agent forwards
+    # (with the same key checks): a 404 is the engine's own (Ollama's is plain text).
+    reserved = domain in RESERVED_DOMAINS
+    if resp.status_code >= 400 and not reserved:
         assert content_type(resp).startswith("application/json"), where
         body = resp.json()
         assert isinstance(body, dict) and ("error" in body or body.get("object") == "error"), where
@@ -104,7 +103,7 @@ def check_response(kind: str, keys, case, caller: str, resp) -> None:
     elif caller == "default key":
         if bare in ADMIN_ONLY:
             assert resp.status_code == 403, where
-        if domain is not None and domain != "default":
+        if domain is not None and domain != "default" and not reserved:
             assert resp.status_code in (403, 404), where
 
 
@@ -116,9 +115,11 @@ def is_canonical(raw: bytes) -> bool:
     return True
 
 
-def fuzz(kind: str, agent, schema, label: str) -> list[str]:
-    """Run every operation of `schema` in both generation modes; return the operations."""
+def fuzz(kind: str, agent, schema, label: str) -> dict[str, set[str]]:
+    """Run every operation of `schema` in both generation modes; return, for each operation,
+    the callers it was sent with in positive mode (valid input, so the key checks decide)."""
     operations = [result.ok() for result in schema.get_all_operations()]
+    callers: dict[str, set[str]] = {f"{op.method.upper()} {op.path}": set() for op in operations}
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
@@ -138,6 +139,9 @@ def fuzz(kind: str, agent, schema, label: str) -> list[str]:
                     base_url=agent.url, headers=headers_for(caller, agent.keys), timeout=30
                 )
                 SENT[f"{label} on {kind}"] += 1
+                # run() is called below, in this iteration: the loop variables are current
+                if mode == GenerationMode.POSITIVE:  # noqa: B023
+                    callers[f"{case.operation.method.upper()} {case.operation.path}"].add(caller)
                 check_response(kind, agent.keys, case, caller, resp)
 
             try:
@@ -145,13 +149,14 @@ def fuzz(kind: str, agent, schema, label: str) -> list[str]:
             except Unsatisfiable:
                 # nothing to get wrong (GET /health has no parameters and no body)
                 assert mode == GenerationMode.NEGATIVE, operation.label
-    return [f"{op.method.upper()} {op.path}" for op in operations]
+    return callers
 
 
 def test_fuzz_every_operation_of_the_agents_schema(fuzzed):
     kind, agent = fuzzed
     schema = schemathesis.openapi.from_url(agent.url + "/openapi.json")
-    done = set(fuzz(kind, agent, schema, "agent schema"))
+    callers = fuzz(kind, agent, schema, "agent schema")
+    done = set(callers)
     # every published operation was fuzzed: operations, attestation and the proxied APIs
     assert {
         "GET /health",
@@ -162,6 +167,8 @@ def test_fuzz_every_operation_of_the_agents_schema(fuzzed):
         "POST /{domain}/api/chat",
         "POST /api/pull",
     } <= done
+    # and each with valid input from every caller: no key, a wrong one, a domain key, admin
+    assert {op: sent for op, sent in callers.items() if sent != set(CALLERS)} == {}
     assert agent.in_flight() == 0 and agent.process.alive()
     # the agent still answers a plain request after the storm
     resp = httpx.get(agent.url + "/v1/models", headers=bearer(agent.keys.default), timeout=10)
@@ -172,4 +179,4 @@ def test_zz_report_requests_fuzzed():
     """Prints the request counts (pytest -s) for the issue note."""
     for label, count in sorted(SENT.items()):
         print(f"fuzzed: {count} requests, {label}")
-    assert not SENT or sum(SENT.values()) >= EXAMPLES
+    # Alone (pytest -k zz) it has nothing to report: it proves nothing, by design.

@@ -1,0 +1,151 @@
+"""The proxy's limits and header forwarding in process: the body limit on each way a body
+comes in, the body budget, the concurrency caps, and which headers cross the agent.
+
+test_agent_body_limit.py and the reliability suite show the same over real sockets; these
+are fast enough to run for every mutant in `make mutation`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from cube_agent.auth import Auth
+from cube_agent.config import load_settings
+from cube_agent.errors import AgentError
+from cube_agent.metrics import Metrics
+from cube_agent.proxy import ClientLeft, Proxy, ProxyLimits, response_headers, without_named
+from cube_agent.routing import Router
+
+
+def proxy(**limits: int) -> Proxy:
+    router = Router(load_settings(target_url="http://127.0.0.1:9", auth=False))
+    return Proxy(router, Auth(None), Metrics(), ProxyLimits(**limits))
+
+
+def call(declared: int | None = None) -> SimpleNamespace:
+    headers = {} if declared is None else {"content-length": str(declared)}
+    return SimpleNamespace(headers=headers, buffered=0)
+
+
+def receiver(*messages: dict):
+    """An ASGI receive() giving `messages` in order; a test fails if more is asked."""
+    pending = list(messages)
+
+    async def receive() -> dict:
+        assert pending, "the body was read past its end"
+        return pending.pop(0)
+
+    return receive
+
+
+def body(data: bytes, more: bool = False) -> dict:
+    return {"type": "http.request", "body": data, "more_body": more}
+
+
+def read(p: Proxy, c, *messages: dict) -> bytes:
+    return asyncio.run(p._read_body(c, receiver(*messages)))
+
+
+def refusal(function, *args) -> AgentError:
+    with pytest.raises(AgentError) as caught:
+        function(*args)
+    return caught.value
+
+
+def status_of(p: Proxy, c, *messages: dict) -> int:
+    with pytest.raises(AgentError) as caught:
+        read(p, c, *messages)
+    return caught.value.status
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading():
+    p = proxy(max_body=10)
+    assert status_of(p, call(declared=11)) == 413  # receive() is never called
+    c = call(declared=10)
+    assert read(p, c, body(b"x" * 10)) == b"x" * 10
+    assert c.buffered == 10 and p._buffered == 10
+
+
+def test_a_body_in_one_message_is_measured():
+    p = proxy(max_body=10)
+    assert status_of(p, call(), body(b"x" * 11)) == 413
+    c = call()
+    assert read(p, c, body(b"x" * 10)) == b"x" * 10
+    assert c.buffered == 10
+
+
+def test_a_body_in_pieces_is_counted_as_it_comes():
+    p = proxy(max_body=10)
+    assert status_of(p, call(), body(b"x" * 6, True), body(b"x" * 5)) == 413
+    assert status_of(p, call(), body(b"x" * 11, True), body(b"")) == 413
+    c = call()
+    pieces = (body(b"a" * 4, True), body(b"b" * 3, True), body(b"c" * 3))
+    assert read(p, c, *pieces) == b"aaaabbbccc"
+    assert c.buffered == 10 and p._buffered == 10
+    with pytest.raises(ClientLeft):
+        read(p, call(), body(b"a", True), {"type": "http.disconnect"})
+
+
+def test_the_body_budget_is_shared_by_every_request():
+    p = proxy(max_body=10, max_buffered=15)
+    first = call(declared=10)
+    assert read(p, first, body(b"x" * 10)) == b"x" * 10
+    error = refusal(read, p, call(declared=6), body(b"x" * 6))
+    assert (error.status, error.code) == (503, "overloaded")
+    assert p._buffered == 10
+    second = call()
+    assert read(p, second, body(b"y" * 5)) == b"y" * 5  # exactly the budget
+    assert p._buffered == 15 and second.buffered == 5
+
+
+def test_reserving_nothing_costs_nothing():
+    p = proxy(max_buffered=1)
+    c = call()
+    p._reserve(c, 0)
+    p._reserve(c, -3)
+    assert (p._buffered, c.buffered) == (0, 0)
+    p._reserve(c, 1)
+    assert (p._buffered, c.buffered) == (1, 1)
+    with pytest.raises(AgentError):
+        p._reserve(c, 1)
+
+
+def test_concurrency_caps_per_agent_and_per_key():
+    p = proxy(max_concurrency=3, max_key_concurrency=2)
+    p._admit("a")
+    p._admit("a")
+    error = refusal(p._admit, "a")
+    assert (error.status, error.code) == (429, "rate_limited") and "2 requests" in error.message
+    p._admit("b")  # another key still gets in
+    assert (p._active, p._active_by_key) == (3, {"a": 2, "b": 1})
+    error = refusal(p._admit, None)
+    assert (error.status, error.code) == (503, "overloaded")
+    q = proxy(max_concurrency=2, max_key_concurrency=1)
+    q._admit(None)
+    q._admit(None)  # no key (auth off): only the agent's cap counts
+    assert q._active_by_key == {} and q._active == 2
+
+
+def test_headers_a_connection_header_names_are_not_forwarded():
+    headers = [("x-a", "1"), ("x-b", "2"), ("keep", "3"), ("x-c", "4")]
+    assert without_named(headers, ["X-A, x-b", " X-C "]) == [("keep", "3")]
+    assert without_named(headers, []) == headers
+
+
+def test_the_engines_hop_by_hop_and_proxy_headers_stop_at_the_agent():
+    raw = [
+        (b"Content-Type", b"application/json"),
+        (b"Connection", b"keep-alive, X-Secret"),
+        (b"X-Secret", b"s"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Upgrade", b"h2c"),
+        (b"Proxy-Authenticate", b"Basic"),
+        (b"proxy-anything", b"x"),
+        (b"X-Kept", b"k"),
+        (b"x-request-id", b"engine-id"),
+    ]
+    kept = response_headers(SimpleNamespace(raw_headers=raw))
+    assert kept == [(b"Content-Type", b"application/json"), (b"X-Kept", b"k")]
