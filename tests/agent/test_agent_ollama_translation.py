@@ -208,6 +208,50 @@ def test_think_false_turns_thinking_off(served):
         assert last_request(engine)["chat_template_kwargs"] == {"enable_thinking": False}
 
 
+# -- show, version, heartbeat ---------------------------------------------------------------------
+
+
+def context_length(info) -> int:
+    lengths = [v for k, v in info.items() if k.endswith(".context_length")]
+    assert len(lengths) == 1, info
+    return lengths[0]
+
+
+def test_show_answers_for_every_name_chat_accepts(served):
+    """llama-index calls show() before every request and reads `<arch>.context_length`;
+    litellm and others read the capabilities."""
+    name, _, agent = served
+    c = client(agent)
+    shown = c.show(MODEL)
+    assert "completion" in shown.capabilities
+    assert context_length(shown.modelinfo) > 0
+    if name != "vllm":  # vLLM does not say what its model can do
+        assert {"tools", "thinking"} <= set(shown.capabilities)
+        assert "tools" in shown.template
+    if name == "llama.cpp":
+        # the engine's own name is listed, and it serves that model under any name
+        assert [m.model for m in c.list().models] == ["qwen3-tools"]
+        assert context_length(c.show("any-name").modelinfo) == 4096
+    else:
+        with pytest.raises(ollama.ResponseError) as missing:
+            c.show("any-name")
+        assert missing.value.status_code == 404
+        with pytest.raises(ollama.ResponseError):
+            c.chat("any-name", [{"role": "user", "content": "x"}])
+    if name == "vllm":
+        assert context_length(shown.modelinfo) == 4096  # its max_model_len
+
+
+def test_version_and_heartbeat(served):
+    _, _, agent = served
+    version = httpx.get(agent.url + "/api/version", headers=agent.headers(), timeout=10)
+    assert version.status_code == 200 and version.json() == {"version": "0.12.3"}
+    for method in ("GET", "HEAD"):
+        root = httpx.request(method, agent.url + "/", timeout=10)  # no key, as Ollama
+        assert root.status_code == 200
+        assert root.text == ("Ollama is running" if method == "GET" else "")
+
+
 # -- the smaller items ---------------------------------------------------------------------------
 
 
@@ -215,7 +259,9 @@ def test_answers_name_the_model_the_client_asked_for(served):
     _, _, agent = served
     c = client(agent)
     assert c.chat(MODEL, [{"role": "user", "content": "x"}], stream=False).model == MODEL
-    assert all(p.model == MODEL for p in c.chat(MODEL, [{"role": "user", "content": "x"}], stream=True))
+    assert all(
+        p.model == MODEL for p in c.chat(MODEL, [{"role": "user", "content": "x"}], stream=True)
+    )
     assert c.generate(MODEL, "x", stream=False).model == MODEL
 
 
