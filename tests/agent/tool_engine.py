@@ -26,7 +26,8 @@ Answers follow the convention the Ollama double shares (tests/doubles/ollama_dou
 - llama.cpp flavour: any model name, `/props` (n_ctx, chat template, modalities), `/infill`
   (native SSE). vLLM flavour: only its model's name (404 otherwise), `/version`,
   `max_model_len` in /v1/models, `suffix` in /v1/completions.
-`GET /last` returns the last request body the engine received.
+`GET /last` returns the last request body the engine received. `--bad-arguments` makes tool
+call arguments broken JSON (a hostile or buggy engine).
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ class Engine:
         offered = {t.get("function", {}).get("name") for t in body.get("tools") or []}
         calls = TOOL_REQUEST.findall(asked) if last.get("role") == "user" else []
         calls = [(n, a) for n, a in calls if n in offered]
+        if self.config.bad_arguments:
+            calls = [(n, a[:-1] + ",") for n, a in calls]
         if calls:
             pieces += [("tool", c) for c in calls]
             return self.cut(pieces, body, "tool_calls")
@@ -327,6 +330,7 @@ def main() -> None:
     p.add_argument("--flavour", choices=("llama.cpp", "vllm"), default="llama.cpp")
     p.add_argument("--model", default="qwen3-tools")
     p.add_argument("--vision", action="store_true")
+    p.add_argument("--bad-arguments", action="store_true")
     config = p.parse_args()
     app = web.Application()
     app["engine"] = Engine(config)
