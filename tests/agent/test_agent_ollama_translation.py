@@ -14,18 +14,15 @@ import json
 import math
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import ollama
 import pytest
 from support import Process, free_port
-from support.agent import start_agent_process
-from support.engines import Engine, start_ollama_double
+from support.engines import TOOL_MODEL as MODEL
+from support.engines import Engine, start_tool_engine
 
-MODEL = "qwen3:0.6b"
-TOOL_ENGINE = Path(__file__).with_name("tool_engine.py")
 WEATHER = {
     "type": "function",
     "function": {
@@ -51,54 +48,6 @@ ASK_WEATHER = 'call get_weather with {"city": "Paris", "days": 2}'
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-
-
-def start_tool_engine(*flags: str) -> Engine:
-    port = free_port()
-    process = Process([sys.executable, TOOL_ENGINE, str(port), *flags])
-    url = f"http://127.0.0.1:{port}"
-    process.wait_for_url(url + "/health", timeout=20)
-    return Engine(url, process, MODEL)
-
-
-class Agent:
-    """The agent in front of one engine, as a client sees it."""
-
-    def __init__(self, target_url: str, keys, **settings: str) -> None:
-        self.url, self.process, _ = start_agent_process(
-            target_url, timeout=20, key_file=str(keys.file), **settings
-        )
-        self.key = keys.default
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-def start_agent(target_url: str, keys, **settings: str) -> Agent:
-    return Agent(target_url, keys, **settings)
-
-
-ENGINES = {
-    "ollama": None,
-    "llama.cpp": ("--flavour", "llama.cpp"),
-    "vllm": ("--flavour", "vllm", "--model", MODEL),
-}
-
-
-@pytest.fixture(scope="module", params=list(ENGINES))
-def served(request, tmp_path_factory, module_keys) -> Iterator[tuple[str, Engine, object]]:
-    """(engine name, engine, agent in front of it)."""
-    flags = ENGINES[request.param]
-    if flags is None:
-        engine = start_ollama_double(tmp_path_factory.mktemp("ollama"), pull=(MODEL,))
-    else:
-        engine = start_tool_engine(*flags)
-    agent = start_agent(engine.url, module_keys)
-    try:
-        yield request.param, engine, agent
-    finally:
-        agent.process.stop()
-        engine.stop()
 
 
 def client(agent) -> ollama.Client:
@@ -128,8 +77,8 @@ def streamed(parts) -> dict:
 # -- tool calls ------------------------------------------------------------------------------
 
 
-def test_streamed_tool_call_arrives_whole_before_done(served):
-    _, _, agent = served
+def test_streamed_tool_call_arrives_whole_before_done(tools_agent):
+    _, _, agent = tools_agent
     got = streamed(
         client(agent).chat(
             model=MODEL,
@@ -144,8 +93,8 @@ def test_streamed_tool_call_arrives_whole_before_done(served):
     assert got["last"].done_reason == "stop"
 
 
-def test_parallel_tool_calls_streamed_and_not(served):
-    name, _, agent = served
+def test_parallel_tool_calls_streamed_and_not(tools_agent):
+    name, _, agent = tools_agent
     if name == "ollama":
         pytest.skip("the Ollama double's model calls one tool a turn")
     ask = 'call get_weather with {"city": "Paris"} and call get_time with {"city": "Oslo"}'
@@ -158,10 +107,10 @@ def test_parallel_tool_calls_streamed_and_not(served):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_two_turn_tool_loop(served, stream):
+def test_two_turn_tool_loop(tools_agent, stream):
     """The history ollama-python sends back (the assistant's call with object arguments,
     then the tool's result with tool_name) is accepted, and the model answers from it."""
-    name, engine, agent = served
+    name, engine, agent = tools_agent
     c = client(agent)
     messages: list = [{"role": "user", "content": ASK_WEATHER}]
     first = c.chat(MODEL, messages, tools=[WEATHER], stream=False)
@@ -185,8 +134,8 @@ def test_two_turn_tool_loop(served, stream):
 # -- thinking ------------------------------------------------------------------------------
 
 
-def test_think_true_gives_thinking_streamed_and_not(served):
-    _, _, agent = served
+def test_think_true_gives_thinking_streamed_and_not(tools_agent):
+    _, _, agent = tools_agent
     c = client(agent)
     messages = [{"role": "user", "content": "why"}]
     whole = c.chat(MODEL, messages, think=True, stream=False)
@@ -199,8 +148,8 @@ def test_think_true_gives_thinking_streamed_and_not(served):
     assert gen.thinking == "thinking about: why" and gen.response == "Echo: why"
 
 
-def test_think_false_turns_thinking_off(served):
-    name, engine, agent = served
+def test_think_false_turns_thinking_off(tools_agent):
+    name, engine, agent = tools_agent
     reply = client(agent).chat(MODEL, [{"role": "user", "content": "why"}], think=False)
     assert not reply.message.thinking
     assert reply.message.content == "Echo: why"
@@ -217,10 +166,10 @@ def context_length(info) -> int:
     return lengths[0]
 
 
-def test_show_answers_for_every_name_chat_accepts(served):
+def test_show_answers_for_every_name_chat_accepts(tools_agent):
     """llama-index calls show() before every request and reads `<arch>.context_length`;
     litellm and others read the capabilities."""
-    name, _, agent = served
+    name, _, agent = tools_agent
     c = client(agent)
     shown = c.show(MODEL)
     assert "completion" in shown.capabilities
@@ -242,8 +191,8 @@ def test_show_answers_for_every_name_chat_accepts(served):
         assert context_length(shown.modelinfo) == 4096  # its max_model_len
 
 
-def test_version_and_heartbeat(served):
-    _, _, agent = served
+def test_version_and_heartbeat(tools_agent):
+    _, _, agent = tools_agent
     version = httpx.get(agent.url + "/api/version", headers=agent.headers(), timeout=10)
     assert version.status_code == 200 and version.json() == {"version": "0.12.3"}
     for method in ("GET", "HEAD"):
@@ -255,8 +204,8 @@ def test_version_and_heartbeat(served):
 # -- the smaller items ---------------------------------------------------------------------------
 
 
-def test_answers_name_the_model_the_client_asked_for(served):
-    _, _, agent = served
+def test_answers_name_the_model_the_client_asked_for(tools_agent):
+    _, _, agent = tools_agent
     c = client(agent)
     assert c.chat(MODEL, [{"role": "user", "content": "x"}], stream=False).model == MODEL
     assert all(
@@ -265,11 +214,11 @@ def test_answers_name_the_model_the_client_asked_for(served):
     assert c.generate(MODEL, "x", stream=False).model == MODEL
 
 
-def test_a_model_is_required(served):
+def test_a_model_is_required(tools_agent):
     """As Ollama 0.12.3: chat 400 "model is required"; generate 404 (routes.go
     GenerateHandler keeps that status on purpose). The ollama client checks the name itself,
     so this is what curl and other clients get."""
-    _, _, agent = served
+    _, _, agent = tools_agent
     for path, status, error in (
         ("/api/chat", 400, "model is required"),
         ("/api/generate", 404, "model '' not found"),
@@ -280,8 +229,8 @@ def test_a_model_is_required(served):
         assert (response.status_code, response.json()) == (status, {"error": error})
 
 
-def test_load_and_unload_answer_at_once(served):
-    name, engine, agent = served
+def test_load_and_unload_answer_at_once(tools_agent):
+    name, engine, agent = tools_agent
     c = client(agent)
     before = None if name == "ollama" else last_request(engine)
     assert c.generate(MODEL, "").done_reason == "load"
@@ -293,8 +242,8 @@ def test_load_and_unload_answer_at_once(served):
         assert last_request(engine) == before, "a load or unload reached the engine"
 
 
-def test_embed_dimensions(served):
-    name, _, agent = served
+def test_embed_dimensions(tools_agent):
+    name, _, agent = tools_agent
     if name == "ollama":
         pytest.skip("qwen3 does not embed on the Ollama double")
     out = client(agent).embed(MODEL, ["one", "two"], dimensions=4)
@@ -303,8 +252,8 @@ def test_embed_dimensions(served):
     assert out.model == MODEL
 
 
-def test_generate_context_continues_the_conversation(served):
-    name, engine, agent = served
+def test_generate_context_continues_the_conversation(tools_agent):
+    name, engine, agent = tools_agent
     c = client(agent)
     first = c.generate(MODEL, "first question", stream=False)
     assert first.context
@@ -323,11 +272,11 @@ def test_generate_context_continues_the_conversation(served):
 # -- images and fill-in-the-middle (OpenAI-only engines) -------------------------------------------
 
 
-def test_images_reach_a_vision_engine_and_a_refusal_is_passed_on(module_keys):
+def test_images_reach_a_vision_engine_and_a_refusal_is_passed_on(agent_factory):
     vision = start_tool_engine("--vision")
     blind = start_tool_engine()
     try:
-        agent = start_agent(vision.url, module_keys)
+        agent = agent_factory(vision.url)
         try:
             c = client(agent)
             reply = c.chat(MODEL, [{"role": "user", "content": "what", "images": [PNG]}])
@@ -339,7 +288,7 @@ def test_images_reach_a_vision_engine_and_a_refusal_is_passed_on(module_keys):
             )
         finally:
             agent.process.stop()
-        agent = start_agent(blind.url, module_keys)
+        agent = agent_factory(blind.url)
         try:
             with pytest.raises(ollama.ResponseError) as refused:
                 client(agent).chat(MODEL, [{"role": "user", "content": "what", "images": [PNG]}])
@@ -353,10 +302,10 @@ def test_images_reach_a_vision_engine_and_a_refusal_is_passed_on(module_keys):
 
 
 @pytest.mark.parametrize("flavour", ["llama.cpp", "vllm"])
-def test_suffix_is_fill_in_the_middle(module_keys, flavour):
+def test_suffix_is_fill_in_the_middle(agent_factory, flavour):
     engine = start_tool_engine("--flavour", flavour, "--model", MODEL)
     try:
-        agent = start_agent(engine.url, module_keys)
+        agent = agent_factory(engine.url)
         try:
             c = client(agent)
             whole = c.generate(MODEL, "def f(", suffix="    return x", stream=False)
@@ -375,13 +324,13 @@ def test_suffix_is_fill_in_the_middle(module_keys, flavour):
         engine.stop()
 
 
-def test_suffix_refused_clearly_on_another_engine(module_keys):
+def test_suffix_refused_clearly_on_another_engine(agent_factory):
     """An OpenAI engine that is neither llama.cpp nor vLLM has no fill-in-the-middle."""
     port = free_port()
     recorder = Process([sys.executable, Path(__file__).with_name("recorder_engine.py"), port])
     try:
         recorder.wait_for_url(f"http://127.0.0.1:{port}/v1/models", timeout=20)
-        agent = start_agent(f"http://127.0.0.1:{port}", module_keys)
+        agent = agent_factory(f"http://127.0.0.1:{port}")
         try:
             with pytest.raises(ollama.ResponseError) as refused:
                 client(agent).generate("rec", "def f(", suffix="    return x")

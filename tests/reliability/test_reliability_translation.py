@@ -8,20 +8,16 @@ broken tool-call arguments gives the client an error, not a call it cannot parse
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import ollama
 import pytest
 from reliability_support import Agent, start_agent
-from support import Process, free_port
-from support.engines import Engine
+from support.engines import TOOL_MODEL as MODEL
+from support.engines import Engine, start_tool_engine
 
-TOOL_ENGINE = Path(__file__).parents[1] / "agent" / "tool_engine.py"
-MODEL = "qwen3:0.6b"
 USER = [{"role": "user", "content": "hi"}]
 CALL = [{"function": {"name": "f", "arguments": {}}}]
 
@@ -68,14 +64,6 @@ HOSTILE = [
     ("show", {"model": 5}),
 ]
 RAW = [b"", b"   ", b"[]", b'"x"', b"{not json", b"[" * 5000 + b"]" * 5000, b"\xff\xfe"]
-
-
-def start_tool_engine(*flags: str) -> Engine:
-    port = free_port()
-    process = Process([sys.executable, TOOL_ENGINE, str(port), *flags])
-    url = f"http://127.0.0.1:{port}"
-    process.wait_for_url(url + "/health", timeout=20)
-    return Engine(url, process, MODEL)
 
 
 @pytest.fixture(scope="module")
