@@ -292,7 +292,7 @@ def test_images_reach_a_vision_engine_and_a_refusal_is_passed_on(agent_factory):
         try:
             with pytest.raises(ollama.ResponseError) as refused:
                 client(agent).chat(MODEL, [{"role": "user", "content": "what", "images": [PNG]}])
-            assert refused.value.status_code == 400
+            assert refused.value.status_code == 500  # llama.cpp's status, passed on
             assert "image input is not supported" in refused.value.error
         finally:
             agent.process.stop()

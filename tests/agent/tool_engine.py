@@ -15,7 +15,7 @@ Answers follow the convention the Ollama double shares (tests/doubles/ollama_dou
   "tool_calls"`.
 - a last `tool` message: "tool said: <content>"; otherwise "Echo: <last user text>", with
   " [N images]" when the last user message carried images (only with --vision; without it
-  images are refused with llama.cpp's message).
+  images are refused with llama.cpp's 500 and message).
 - reasoning "thinking about: <last user text>" first, unless
   `chat_template_kwargs.enable_thinking` is false (Qwen3's templates think by default): in
   `reasoning_content` (llama.cpp, vLLM 0.10) or, with --flavour vllm, `reasoning` (the field's
@@ -95,7 +95,7 @@ class Engine:
             _, images = text_of(m.get("content"))
             if images and not self.config.vision:
                 return error(
-                    400,
+                    500,
                     "image input is not supported - hint: if this is unexpected, you may need "
                     "to provide the mmproj",
                 )
