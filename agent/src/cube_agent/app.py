@@ -231,7 +231,7 @@ PROXY_OPERATIONS = [
     ("post", "/api/embed", "Ollama embeddings"),
     ("post", "/api/embeddings", "Ollama embeddings (legacy)"),
     ("get", "/api/ps", "Ollama running models"),
-    ("get", "/api/version", "Ollama version (Ollama engines only)"),
+    ("get", "/api/version", "Ollama version (OpenAI-only engines: the Ollama API followed)"),
     ("post", "/api/pull", "Ollama model download, streamed progress (admin key; Ollama only)"),
     ("delete", "/api/delete", "Ollama model removal (admin key; Ollama only)"),
 ]
