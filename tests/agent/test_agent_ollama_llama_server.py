@@ -97,3 +97,27 @@ def test_the_engines_refusals_are_passed_on(client):
         client.chat(NAME, [{"role": "user", "content": "what", "images": [PNG]}])
     assert image.value.status_code == 500
     assert "image input is not supported" in image.value.error
+
+
+def test_libraries_written_for_ollama(client):
+    """llama-index reads the context window from show() before it asks; langchain-ollama
+    and litellm get answers in their own types."""
+    import litellm
+    from langchain_ollama import ChatOllama
+    from llama_index.llms.ollama import Ollama
+
+    host = str(client._client.base_url).rstrip("/")
+    headers = {"Authorization": client._client.headers["authorization"]}
+    llm = Ollama(model=NAME, base_url=host, headers=headers, request_timeout=60)
+    assert llm.metadata.context_window == 512
+    assert isinstance(llm.complete("hi", num_predict=4).text, str)
+    chat = ChatOllama(model=NAME, base_url=host, num_predict=4, client_kwargs={"headers": headers})
+    assert isinstance(chat.bind_tools([WEATHER]).invoke("weather in Paris?").content, str)
+    reply = litellm.completion(
+        model="ollama_chat/" + NAME,
+        api_base=host,
+        api_key=headers["Authorization"].removeprefix("Bearer "),
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+    )
+    assert isinstance(reply.choices[0].message.content, str)
