@@ -115,7 +115,11 @@ class Browser:
             elif name == b"host":
                 host = value
         cors: list[tuple[bytes, bytes]] = []
-        if origin is not None and host is not None and origin.split(b"://", 1)[-1] == host:
+        if (
+            origin is not None
+            and host is not None
+            and origin in (b"http://" + host, b"https://" + host)
+        ):
             origin = None  # same origin: no CORS
         if origin is not None:
             if not self.origins.allowed(origin.decode("latin-1")):

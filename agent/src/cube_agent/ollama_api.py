@@ -38,6 +38,8 @@ OLLAMA_API_VERSION = "0.12.3"
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 Flavour = Literal["llama.cpp", "vllm", "openai"]
+# The codes of AgentError for an engine that did not answer (upstream.py, proxy.py).
+UNREACHABLE = frozenset({"upstream_unreachable", "upstream_timeout", "upstream_error"})
 
 
 class Engine:
@@ -90,9 +92,9 @@ class Engine:
         try:
             data = await self.json("GET", "/props")
         except AgentError as exc:
-            if exc.status >= 500 and exc.status not in (501,):
+            if exc.code in UNREACHABLE:
                 raise
-            return None
+            return None  # the engine answered, but not as llama.cpp does
         return data if isinstance(data.get("default_generation_settings"), dict) else None
 
     async def flavour(self, props: dict[str, Any] | None = None) -> Flavour:
@@ -101,7 +103,7 @@ class Engine:
         try:
             version = await self.json("GET", "/version")
         except AgentError as exc:
-            if exc.status >= 500:
+            if exc.code in UNREACHABLE:
                 raise
             return "openai"
         return "vllm" if "version" in version else "openai"

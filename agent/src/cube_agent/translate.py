@@ -221,7 +221,16 @@ def embed_request(req: EmbedRequest) -> dict[str, Any]:
 
 
 def encode_context(messages: list[dict[str, Any]]) -> list[int]:
-    history = [m for m in messages if m.get("role") != "system"]
+    """The conversation without its system prompt and images (text only, as Ollama's
+    context keeps the tokens of the text)."""
+    history = []
+    for m in messages:
+        if m.get("role") == "system":
+            continue
+        content = m.get("content")
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        history.append({"role": m["role"], "content": content or ""})
     return list(orjson.dumps(history))
 
 
