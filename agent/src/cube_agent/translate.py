@@ -425,7 +425,9 @@ class OllamaStream:
     def _add_call(self, part: dict[str, Any]) -> None:
         index = part.get("index")
         if not isinstance(index, int):
-            index = len(self.calls)
+            # No index: a part naming a call starts one, a bare fragment continues the last.
+            starts = part.get("id") or (part.get("function") or {}).get("name")
+            index = max(self.calls, default=-1) + (1 if starts or not self.calls else 0)
         call = self.calls.setdefault(index, {"name": "", "arguments": []})
         function = part.get("function") or {}
         if function.get("name"):
