@@ -9,6 +9,7 @@ engine's status. docs/ollama-translation.md has the table of every field and end
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +28,8 @@ from .ollama_schema import (
     parse,
 )
 
+log = logging.getLogger("cube_agent.ollama_api")
+
 if TYPE_CHECKING:
     from .proxy import Call, Proxy
     from .upstream import Upstream
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 # in front of that Ollama. The agent's own version is in /health and the OpenAPI schema.
 OLLAMA_API_VERSION = "0.12.3"
 JSON = "application/json"
+# An engine's error is read up to this much: a message, not a payload.
+MAX_ERROR_BYTES = 64 * 1024
 NDJSON = "application/x-ndjson"
 Flavour = Literal["llama.cpp", "vllm", "openai"]
 # The codes of AgentError for an engine that did not answer (upstream.py, proxy.py).
@@ -55,20 +60,16 @@ class Engine:
     async def json(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
         body = orjson.dumps(payload) if payload is not None else None
         resp = await self.proxy._send(self.upstream, method, path, self.headers, body)
-        try:
-            if resp.status != 200:
-                await raise_engine_error(resp)
-            data = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self.proxy._upstream_failure(self.upstream, exc) from None
-        finally:
-            resp.release()
+        if resp.status != 200:
+            await raise_engine_error(resp)
+        data = await self.proxy._read_whole(resp, self.upstream)  # bounded: max_answer
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise AgentError(502, f"engine at {self.upstream.url} sent a non-JSON answer") from None
+            log.warning("engine sent a non-JSON answer", extra={"target": self.upstream.url})
+            raise AgentError(502, "the engine sent a non-JSON answer") from None
         if not isinstance(parsed, dict):
-            raise AgentError(502, f"engine at {self.upstream.url} sent an unexpected answer")
+            raise AgentError(502, "the engine sent an unexpected answer")
         err = parsed.get("error")
         if err is not None:
             # vLLM 0.10.2 answers some refusals (embeddings from a generative model) with
@@ -124,11 +125,14 @@ class Engine:
 
 
 async def raise_engine_error(resp: aiohttp.ClientResponse) -> None:
-    """Pass the engine's status and message on, in Ollama's error shape."""
+    """Pass the engine's status and message on, in Ollama's error shape (the first
+    MAX_ERROR_BYTES of it: an error message, not a payload)."""
     try:
-        text = (await resp.read()).decode("utf-8", "replace")
+        text = (await resp.content.read(MAX_ERROR_BYTES)).decode("utf-8", "replace")
+    except (aiohttp.ClientError, TimeoutError):
+        text = ""
     finally:
-        resp.release()
+        resp.close()
     message = text
     try:
         data = orjson.loads(text)
@@ -273,8 +277,7 @@ async def _infill(engine: Engine, call: Call, req: GenerateRequest, started: flo
     else:
         raise AgentError(
             501,
-            f"suffix (fill-in-the-middle) needs llama.cpp's /infill or vLLM: the engine at "
-            f"{engine.upstream.url} is neither",
+            "suffix (fill-in-the-middle) needs llama.cpp's /infill or vLLM: the engine is neither",
             "not_implemented",
         )
     return await _generation(engine, call, path, openai_req, req.model or "", "generate", started)

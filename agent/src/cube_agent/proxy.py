@@ -586,7 +586,6 @@ class Proxy:
         return await ollama_api.serve(self, call, upstream, name, body)
 
 
-MAX_ERROR_BYTES = 64 * 1024
 # Answers with a length up to this are read whole before they are sent (one message, and a
 # clean 502 if the engine breaks off); larger ones are relayed as they come, so what the
 # agent holds per request stays bounded whatever the engine sends.
