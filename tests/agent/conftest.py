@@ -1,5 +1,8 @@
 """Fixtures for the agent's tests: a key file, and the agent as a real process.
 
+`tools_agent` is (name, engine, agent) over the engines whose models call tools and think:
+the Ollama double with qwen3:0.6b, and tool_engine.py as llama.cpp's server and as vLLM.
+
 `agent_factory(target_url, **env)` starts `cube-agent serve` on a free port with
 UV_CUBE_AGENT_* settings and stops it after the test; `engine` is parametrized over the
 engines the same client code must work with (the Ollama double, the vLLM double, vLLM's real
@@ -18,7 +21,12 @@ import pytest
 from cube_agent.keys import KeyFile
 from support import Process
 from support.agent import start_agent_process
-from support.engines import start_ollama_double, start_openai_double
+from support.engines import (
+    TOOL_MODEL,
+    start_ollama_double,
+    start_openai_double,
+    start_tool_engine,
+)
 
 
 @dataclass
@@ -123,3 +131,29 @@ def agent(engine, module_keys: Keys) -> Iterator[Agent]:
 def agent_env() -> dict[str, str]:
     """The environment for running `cube-agent` as a command (this venv's bin first)."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+# The engines behind `tools_agent`: the Ollama double, tool_engine.py's two flavours.
+TOOL_ENGINES = {
+    "ollama": None,
+    "llama.cpp": ("--flavour", "llama.cpp"),
+    "vllm": ("--flavour", "vllm", "--model", TOOL_MODEL),
+}
+
+
+@pytest.fixture(scope="module", params=list(TOOL_ENGINES))
+def tools_agent(request: pytest.FixtureRequest, tmp_path_factory, module_keys: Keys):
+    """(engine name, engine, agent in front of it), for a model that calls tools and thinks."""
+    flags = TOOL_ENGINES[request.param]
+    if flags is None:
+        engine = start_ollama_double(tmp_path_factory.mktemp("ollama"), pull=(TOOL_MODEL,))
+    else:
+        engine = start_tool_engine(*flags)
+    try:
+        agent = start_agent(engine.url, module_keys)
+        try:
+            yield request.param, engine, agent
+        finally:
+            agent.process.stop()
+    finally:
+        engine.stop()

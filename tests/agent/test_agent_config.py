@@ -31,6 +31,8 @@ def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         ("READ_TIMEOUT", "-1"),
         ("MAX_BODY_BYTES", "lots"),
         ("WORKERS", "0"),
+        ("ORIGINS", "example.com"),
+        ("ORIGINS", "https://*.a.*"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_variable(name, value):

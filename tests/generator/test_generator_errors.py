@@ -27,6 +27,16 @@ CASES = {
         "BR2_PACKAGE_CUBE_AGENT_PORT",
         "not an integer",
     ),
+    "origin without a scheme": (
+        AGENT_ON_OLLAMA + 'BR2_PACKAGE_CUBE_AGENT_ORIGINS="chat.example.com"\n',
+        "BR2_PACKAGE_CUBE_AGENT_ORIGINS",
+        "must contain '*' or begin with http://",
+    ),
+    "origin with two wildcards": (
+        AGENT_ON_OLLAMA + 'BR2_PACKAGE_CUBE_AGENT_ORIGINS="https://*.a.*"\n',
+        "BR2_PACKAGE_CUBE_AGENT_ORIGINS",
+        "only one *",
+    ),
     "vllm port": (VLLM + "BR2_PACKAGE_VLLM_PORT=65536\n", "BR2_PACKAGE_VLLM_PORT", "65535"),
     "llama-server port": (
         "BR2_PACKAGE_CUBE_LLAMA_SERVER=y\nBR2_PACKAGE_CUBE_LLAMA_SERVER_PORT=-1\n",

@@ -139,6 +139,7 @@ def test_agent_is_pointed_at_the_chosen_engine(rendered, tmp_path):
         "UV_CUBE_AGENT_MAX_KEY_CONCURRENCY": "128",
         "UV_CUBE_AGENT_MAX_BUFFERED_BYTES": "67108864",
         "UV_CUBE_AGENT_MAX_ANSWER_BYTES": "33554432",
+        "UV_CUBE_AGENT_ORIGINS": "",
     }
 
 
@@ -331,6 +332,16 @@ def test_guardrails_and_low_port(render):
     service = read_unit(result / f"{UNITS}/cube-agent.service")["Service"]
     assert service["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
     assert service["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
+
+
+def test_browser_origins(render):
+    result = render(
+        config_for("ollama", "systemd")
+        + 'BR2_PACKAGE_CUBE_AGENT_ORIGINS="https://chat.example.com, https://*.corp.example"\n'
+    )
+    assert result.status == 0, result.stderr
+    env = read_env_with_sh(result / "etc/default/cube-agent", ["sh"])
+    assert env["UV_CUBE_AGENT_ORIGINS"] == "https://chat.example.com,https://*.corp.example"
 
 
 def test_only_the_packages_enabled_are_rendered(render):

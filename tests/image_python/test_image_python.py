@@ -163,3 +163,39 @@ def test_https_with_a_key_made_at_start_on_the_images_python(image_python, tmp_p
     finally:
         process.stop()
         (image_python.root / keys.lstrip("/")).unlink()
+
+
+def test_ollama_api_translated_onto_an_openai_engine(image_python):
+    """The translation (pydantic request models, tool-call assembly, CORS) on Buildroot's
+    pydantic, Starlette and aiohttp: a streamed tool call and the tool loop's second turn."""
+    from support.engines import TOOL_MODEL, start_tool_engine
+
+    keys = "/tmp/translate-keys.json"
+    cli = image_python.python.replace("/python", "/cube-agent")
+    proc = image_python.run([cli, "keys", "add", "--file", keys, "--name", "t", "--domain", "d1"])
+    assert proc.returncode == 0, proc.stderr
+    engine = start_tool_engine()
+    try:
+        url, process, _ = start_agent_process(
+            engine.url, command=image_python.agent_command(), key_file=keys
+        )
+        try:
+            oll = ollama.Client(
+                host=f"{url}/d1", headers={"Authorization": f"Bearer {proc.stdout.strip()}"}
+            )
+            tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+            ask = {"role": "user", "content": 'call f with {"a": 1}'}
+            parts = list(oll.chat(TOOL_MODEL, [ask], tools=[tool], stream=True, think=False))
+            calls = [c for p in parts for c in (p.message.tool_calls or [])]
+            assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [
+                ("f", {"a": 1})
+            ]
+            answer = {"role": "assistant", "content": "", "tool_calls": calls}
+            result = {"role": "tool", "content": "done", "tool_name": "f"}
+            second = oll.chat(TOOL_MODEL, [ask, answer, result], tools=[tool], think=False)
+            assert second.message.content == "tool said: done"
+        finally:
+            process.stop()
+    finally:
+        engine.stop()
+        (image_python.root / keys.lstrip("/")).unlink()

@@ -33,10 +33,10 @@ CALLERS = ("no key", "wrong key", "default key", "admin key")
 # /attestation: a relying party verifies the agent before it sends a key (docs/attestation.md)
 NO_KEY_NEEDED = {"/health", "/ready", "/attestation"}
 ADMIN_ONLY = {"/metrics", "/admin/routes", "/api/pull", "/api/delete"}
-# 501 is documented: no TEE on this machine; an OpenAI engine has no Ollama version or pulls.
+# 501 is documented: no TEE on this machine; an OpenAI engine has no Ollama pulls.
 NOT_IMPLEMENTED = {
     "any": {"/attestation"},
-    "openai": {"/api/version", "/api/pull", "/api/delete"},
+    "openai": {"/api/pull", "/api/delete"},
 }
 # Requests sent, by schema and engine: quoted in the issue note.
 SENT: Counter[str] = Counter()

@@ -16,6 +16,9 @@ DOUBLES = REPO / "tests" / "doubles"
 OLLAMA_DOUBLE = DOUBLES / "ollama_double.py"
 OPENAI_DOUBLE = DOUBLES / "openai_double.py"
 TINY_MODEL_SCRIPT = REPO / "scripts" / "make-tiny-model.py"
+# An OpenAI-only engine that answers with tool calls and reasoning (its docstring says how).
+TOOL_ENGINE = REPO / "tests" / "agent" / "tool_engine.py"
+TOOL_MODEL = "qwen3:0.6b"
 # The model name the vLLM double serves unless told otherwise (Cube's default).
 VLLM_MODEL = "microsoft/DialoGPT-medium"
 # The chat template the image gives vLLM (DialoGPT has none of its own).
@@ -89,6 +92,15 @@ def start_openai_double(*flags: str, model: str = VLLM_MODEL, env: dict | None =
     ready_after = float(flags[flags.index("--ready-after") + 1]) if "--ready-after" in flags else 0
     process.wait_for_url(url + "/health", timeout=15 + ready_after)
     return Engine(url, process, model)
+
+
+def start_tool_engine(*flags: str) -> Engine:
+    """tool_engine.py on a free port; `flags` as it takes them (--flavour vllm, --vision)."""
+    port = free_port()
+    process = Process([sys.executable, TOOL_ENGINE, str(port), *flags])
+    url = f"http://127.0.0.1:{port}"
+    process.wait_for_url(url + "/health", timeout=20)
+    return Engine(url, process, TOOL_MODEL)
 
 
 def llama_server_command() -> str | None:

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import __version__, server
 from .auth import Auth
+from .browser import Browser, Origins
 from .config import ConfigError, Settings, load_settings
 from .errors import AgentError, error_response, handle_agent_error, send_error
 from .keys import KeyFile, KeyFileError
@@ -154,6 +155,7 @@ def create_app(settings: Settings, tls_spki: bytes | None = None) -> FastAPI:
         app.include_router(attestation)
 
     app.proxy = proxy
+    app.browser = Browser(app.serve, Origins(settings.origins))
     return app
 
 
@@ -180,6 +182,7 @@ class AgentApp(FastAPI):
     proxy.py for why); everything else (operations, attestation, the schema) is FastAPI."""
 
     proxy: Proxy | None = None
+    browser: Browser | None = None  # GET / and CORS (browser.py), in front of serve()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -191,11 +194,17 @@ class AgentApp(FastAPI):
             except PathError as exc:
                 await refuse(scope, send, AgentError(400, str(exc), "invalid_path"))
                 return
-            if self.proxy is not None:
-                match = PROXY_PATH.fullmatch(scope["path"])
-                if match is not None:
-                    await self.proxy.handle(scope, receive, send, match)
-                    return
+        if self.browser is not None:
+            await self.browser(scope, receive, send)
+        else:
+            await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.proxy is not None:
+            match = PROXY_PATH.fullmatch(scope["path"])
+            if match is not None:
+                await self.proxy.handle(scope, receive, send, match)
+                return
         await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
@@ -222,7 +231,7 @@ PROXY_OPERATIONS = [
     ("post", "/api/embed", "Ollama embeddings"),
     ("post", "/api/embeddings", "Ollama embeddings (legacy)"),
     ("get", "/api/ps", "Ollama running models"),
-    ("get", "/api/version", "Ollama version (Ollama engines only)"),
+    ("get", "/api/version", "Ollama version (OpenAI-only engines: the Ollama API followed)"),
     ("post", "/api/pull", "Ollama model download, streamed progress (admin key; Ollama only)"),
     ("delete", "/api/delete", "Ollama model removal (admin key; Ollama only)"),
 ]

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     plain_port: int | None = Field(None, ge=1, le=65535)
     # Plain HTTP off the loopback: only for a sandbox on a trusted host (logged as a warning).
     insecure_plain_http: bool = False
+    # Browser origins allowed besides localhost's (browser.py): Ollama's OLLAMA_ORIGINS.
+    origins: str = ""
 
     @field_validator("target_url", mode="before")
     @classmethod
@@ -88,6 +90,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        from .browser import Origins
+
+        Origins(value)  # raises ValueError naming the bad origin
+        return value
 
     @model_validator(mode="after")
     def _listeners(self) -> Settings:

@@ -31,7 +31,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from . import translate
+from . import ollama_api
 from .auth import Auth
 from .errors import AgentError, StreamBroken, error_body, is_ollama_path
 from .keys import DEFAULT_DOMAIN
@@ -583,105 +583,9 @@ class Proxy:
     # -- Ollama API on an OpenAI-compatible engine -----------------------------------------
 
     async def _translate(self, call: Call, upstream: Upstream, name: str, body: bytes) -> Response:
-        started = time.perf_counter()
-        headers = {"content-type": JSON, "x-request-id": call.request_id.decode("latin-1")}
-        if name == "version":
-            raise AgentError(501, "the engine is not Ollama: it has no version endpoint")
-        if name in ("tags", "ps", "show"):
-            models = await self._engine_json(upstream, "GET", "/v1/models", headers, None)
-            if name == "tags":
-                return _json(translate.tags_response(models))
-            if name == "ps":
-                return _json(translate.ps_response(models))
-            wanted = parse_json(body) if body else {}
-            if not isinstance(wanted, dict):
-                raise AgentError(400, "the JSON body must be an object", "invalid_json")
-            model = str(wanted.get("model") or wanted.get("name") or "")
-            shown = translate.show_response(models, model)
-            if shown is None:
-                raise AgentError(404, f"model '{model}' not found", "model_not_found")
-            return _json(shown)
-        if call.method != "POST":
-            raise AgentError(405, f"/api/{name} takes POST", "method_not_allowed")
-        req = parse_json(body)
-        if not isinstance(req, dict):
-            raise AgentError(400, "the JSON body must be an object", "invalid_json")
-        model = str(req.get("model", ""))
-        if name in ("embed", "embeddings"):
-            legacy = name == "embeddings"
-            openai_req = translate.embed_request(
-                {"model": model, "input": req.get("prompt", "")} if legacy else req
-            )
-            data = await self._engine_json(upstream, "POST", "/v1/embeddings", headers, openai_req)
-            out = translate.embed_response(data, model, started)
-            return _json({"embedding": out["embeddings"][0]} if legacy else out)
-        kind = "chat" if name == "chat" else "generate"
-        path, openai_req = (
-            translate.chat_request(req) if kind == "chat" else translate.generate_request(req)
-        )
-        if not openai_req["stream"]:
-            data = await self._engine_json(upstream, "POST", path, headers, openai_req)
-            return _json(translate.chat_response(data, model, kind, started))
-        resp = await self._send(upstream, "POST", path, headers, orjson.dumps(openai_req))
-        if resp.status != 200:
-            await self._raise_engine_error(resp)
-        ndjson = translate.sse_to_ndjson(resp.content, model, kind, started)
-        return StreamingResponse(
-            self._relay(resp, ndjson, call.scope_path, upstream),
-            media_type="application/x-ndjson",
-        )
-
-    async def _engine_json(
-        self,
-        upstream: Upstream,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        payload: Any,
-    ) -> dict[str, Any]:
-        body = orjson.dumps(payload) if payload is not None else None
-        resp = await self._send(upstream, method, path, headers, body)
-        if resp.status != 200:
-            await self._raise_engine_error(resp)
-        data = await self._read_whole(resp, upstream)
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            log.warning("engine sent a non-JSON answer", extra={"target": upstream.url})
-            raise AgentError(502, "the engine sent a non-JSON answer") from None
-        if not isinstance(parsed, dict):
-            raise AgentError(502, "the engine sent an unexpected answer")
-        err = parsed.get("error")
-        if isinstance(err, dict):
-            # vLLM 0.10.2 answers some refusals (embeddings from a generative model) with
-            # status 200 and an error object: still an error, with the status it names.
-            code = err.get("code")
-            status = code if isinstance(code, int) and 400 <= code <= 599 else 502
-            raise AgentError(status, str(err.get("message") or f"engine answered {status}"))
-        return parsed
-
-    @staticmethod
-    async def _raise_engine_error(resp: aiohttp.ClientResponse) -> None:
-        """Pass the engine's status and message on, in Ollama's error shape (the first
-        64 KiB of it: an error message, not a payload)."""
-        try:
-            text = (await resp.content.read(MAX_ERROR_BYTES)).decode("utf-8", "replace")
-        except (aiohttp.ClientError, TimeoutError):
-            text = ""
-        finally:
-            resp.close()
-        message = text
-        try:
-            data = orjson.loads(text)
-            # OpenAI/llama.cpp: {"error": {"message"}}; vLLM: {"message"}; Ollama: {"error"}
-            err = data.get("error", data)
-            message = str(err.get("message", text) if isinstance(err, dict) else err)
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
-        raise AgentError(resp.status, message or f"engine answered {resp.status}")
+        return await ollama_api.serve(self, call, upstream, name, body)
 
 
-MAX_ERROR_BYTES = 64 * 1024
 # Answers with a length up to this are read whole before they are sent (one message, and a
 # clean 502 if the engine breaks off); larger ones are relayed as they come, so what the
 # agent holds per request stays bounded whatever the engine sends.
@@ -748,7 +652,3 @@ async def until_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
     finally:
         state.relaying = False
         watcher.cancel()
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=JSON)
