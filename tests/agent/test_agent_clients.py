@@ -132,6 +132,9 @@ def test_ollama_generate(agent):
 def test_ollama_list_and_show(agent):
     client = ollama_client(agent)
     assert agent.model in [m.model for m in client.list().models]
+    # A model is running once it has answered (ps() lists only loaded models), whichever
+    # test ran before this one.
+    client.generate(model=agent.model, prompt=PROMPT, stream=False, options={"num_predict": 1})
     assert agent.model in [m.model for m in client.ps().models]
     shown = client.show(agent.model)
     assert "completion" in shown.capabilities and shown.modified_at is not None
