@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Regenerate vllm.hash and vllm-wheels.txt: the wheels vLLM installs.
 
-pip resolves vLLM and its dependencies for the target (CPython 3.12,
-manylinux x86_64) without downloading anything; every chosen wheel is
-written with its URL and sha256. Needs network access to PyPI.
+uv resolves vLLM and its dependencies for the runtime (CPython 3.12 on
+manylinux_2_28 x86_64), evaluating every environment marker for that
+Python and platform (pip evaluates them with the interpreter running it,
+whatever --python-version says), and only among the files PyPI had on
+EXCLUDE_NEWER: the dependency set vLLM was released against, not the
+newest of every open-ended requirement. The result is reproducible: the
+same uv and the same date give the same pins. Needs PyPI.
 
+    pip install uv==0.13.9
     package/vllm/update-pins.py [--vllm-version 0.10.2]
 
 The CPython runtime vLLM runs on (python-build-standalone) is pinned in
@@ -12,11 +17,15 @@ vllm.mk; its hash is kept here so that vllm.hash has one writer.
 """
 
 import argparse
-import json
+import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
+
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import parse_wheel_filename
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,31 +36,71 @@ RUNTIME = f"cpython-3.12.14%2B20260814-{TRIPLE}-install_only_stripped.tar.gz"
 # From astral-sh/uv's crates/uv-python/download-metadata.json, which
 # copies upstream's SHA256SUMS.
 SHA256 = "5acfa3e9ba26b51ae161c83aff278da915b590d22373a424b2ba55b8afe91fcc"
-# Every manylinux tag up to glibc 2.28 (torch's floor): pip does not
-# expand an explicit --platform to older tags.
-# Must match VLLM_PIP_PLATFORMS in vllm.mk.
-PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(5, 29)]
-PLATFORMS += ["manylinux1_x86_64", "manylinux2010_x86_64"]
-PLATFORMS += ["manylinux2014_x86_64"]
+# PyTorch 2.8.0's floor is glibc 2.28.
+PLATFORM = "x86_64-manylinux_2_28"
+# vLLM 0.10.2's release day.
+EXCLUDE_NEWER = "2025-09-15"
+UV_VERSION = "0.13.9"
+# Every manylinux tag up to glibc 2.28, best first: pip does not expand an
+# explicit --platform to older tags. Must match VLLM_PIP_PLATFORMS in vllm.mk.
+PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)]
+PLATFORMS += ["manylinux2014_x86_64", "manylinux2010_x86_64"]
+PLATFORMS += ["manylinux1_x86_64"]
+
+
+def supported_tags() -> list[Tag]:
+    """The runtime's wheel tags, in pip's order of preference."""
+    version = tuple(int(part) for part in PYTHON_VERSION.split("."))
+    abi = "cp" + PYTHON_VERSION.replace(".", "")
+    return [
+        *cpython_tags(version, platforms=PLATFORMS),
+        *compatible_tags(version, abi, PLATFORMS),
+    ]
+
+
+def uv() -> str:
+    """uv, at the version these pins were made with."""
+    here = str(Path(sys.executable).parent)
+    found = shutil.which("uv", path=here) or shutil.which("uv")
+    if found is None:
+        sys.exit(f"update-pins: uv not found: pip install uv=={UV_VERSION}")
+    cmd = [found, "--version"]
+    version = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    if version.stdout.split()[1] != UV_VERSION:
+        sys.exit(f"update-pins: {version.stdout.strip()}, want {UV_VERSION}")
+    return found
 
 
 def resolve(vllm_version: str) -> list[dict]:
-    """Ask pip which files it would install for the target."""
+    """uv's lock for the runtime: one entry per package, with its wheels."""
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "--isolated", "install"]
-        cmd += ["--quiet", "--dry-run", "--ignore-installed"]
+        requirements = Path(tmp) / "requirements.in"
+        requirements.write_text(f"vllm=={vllm_version}\n")
+        lock = Path(tmp) / "pylock.toml"
+        cmd = [uv(), "pip", "compile", "--quiet", "--no-config", "--no-cache"]
         cmd += ["--index-url", "https://pypi.org/simple"]
-        cmd += ["--only-binary=:all:", "--report", str(report)]
-        cmd += ["--target", str(Path(tmp) / "unused")]
+        cmd += ["--only-binary", ":all:"]
         cmd += ["--python-version", PYTHON_VERSION]
-        cmd += ["--implementation", "cp"]
-        cmd += ["--abi", "cp" + PYTHON_VERSION.replace(".", "")]
-        for platform in PLATFORMS:
-            cmd += ["--platform", platform]
-        cmd.append(f"vllm=={vllm_version}")
+        cmd += ["--python-platform", PLATFORM]
+        cmd += ["--exclude-newer", EXCLUDE_NEWER]
+        cmd += ["-o", str(lock), str(requirements)]
         subprocess.run(cmd, check=True)
-        return json.loads(report.read_text())["install"]
+        return tomllib.loads(lock.read_text())["packages"]
+
+
+def best_wheel(package: dict, tags: list[Tag]) -> dict:
+    """The wheel pip would take for the runtime among those uv kept."""
+    rank = {tag: index for index, tag in enumerate(tags)}
+
+    def score(wheel: dict) -> int:
+        tags = parse_wheel_filename(wheel["url"].rsplit("/", 1)[1])[3]
+        return min((rank[t] for t in tags if t in rank), default=-1)
+
+    usable = [w for w in package.get("wheels", []) if score(w) >= 0]
+    if not usable:
+        name = f"{package['name']} {package['version']}"
+        sys.exit(f"update-pins: {name}: no wheel for the runtime")
+    return min(usable, key=score)
 
 
 def main() -> int:
@@ -59,20 +108,22 @@ def main() -> int:
     parser.add_argument("--vllm-version", default="0.10.2")
     version = parser.parse_args().vllm_version
 
+    tags = supported_tags()
     wheels = []
-    for item in resolve(version):
-        url = item["download_info"]["url"]
-        sha256 = item["download_info"]["archive_info"]["hashes"]["sha256"]
-        if not url.startswith("https://") or not url.endswith(".whl"):
+    for package in resolve(version):
+        wheel = best_wheel(package, tags)
+        url = wheel["url"]
+        if not url.startswith("https://files.pythonhosted.org/"):
             sys.exit(f"update-pins: {url}: not a wheel from PyPI")
-        wheels.append((url.rsplit("/", 1)[1], url, sha256))
+        wheels.append((url.rsplit("/", 1)[1], url, wheel["hashes"]["sha256"]))
     wheels.sort()
 
-    header = f"# Generated by update-pins.py for vllm=={version}: "
-    header += "do not edit.\n"
+    header = f"# Generated by update-pins.py for vllm=={version} "
+    header += f"(uv {UV_VERSION}, Python {PYTHON_VERSION}, {PLATFORM}, "
+    header += f"PyPI as of {EXCLUDE_NEWER}): do not edit.\n"
     hashes = [header, "# From upstream's SHA256SUMS\n"]
     hashes.append(f"sha256  {SHA256}  {RUNTIME}\n")
-    hashes.append("# From PyPI, as resolved by pip\n")
+    hashes.append("# From PyPI, as resolved by uv\n")
     hashes += [f"sha256  {sha}  {name}\n" for name, _, sha in wheels]
     (HERE / "vllm.hash").write_text("".join(hashes))
     urls = [header] + [f"{url}\n" for _, url, _ in wheels]

@@ -21,7 +21,7 @@ PACKAGES = {
 
 def installed_rendered_files(package: str) -> set[str]:
     mk = (REPO / "package" / package / f"{package}.mk").read_text()
-    return set(re.findall(r"\$\(@D\)/rendered/(\S+)", mk))
+    return set(re.findall(r"\$\((?:@D|[A-Z_]+_DIR)\)/rendered/(\S+)", mk))
 
 
 @pytest.mark.parametrize("backend", ["OLLAMA", "VLLM", "LLAMA_CPP", "SYSV"])

@@ -240,6 +240,7 @@ def test_vllm_command_line_comes_from_its_env_file(render):
         "${VLLM_GPU_MEMORY_UTILIZATION}",
         "--max-model-len",
         "${VLLM_MAX_MODEL_LEN}",
+        "--enforce-eager",  # Triton would compile C at start: the image has no compiler
         "$VLLM_ARGS",  # unbraced: systemd splits it into words, none when empty
     ]
 

@@ -189,7 +189,7 @@ DAEMONS = {
     "S96vllm": (
         "vllm",
         "vllm HOME=/var/lib/vllm args: serve microsoft/DialoGPT-medium --host 127.0.0.1 "
-        "--port 8000 --gpu-memory-utilization 0.85 --max-model-len 1024",
+        "--port 8000 --gpu-memory-utilization 0.85 --max-model-len 1024 --enforce-eager",
     ),
     "S96llama-server": (
         "llama-server",
