@@ -7,7 +7,8 @@
 - `llama_server`: llama.cpp's real server with the tiny model, as model "tiny" (session-wide;
   skipped when `llama-cpp-server` is not installed, a failure when CI is set).
 - `image_python`: the image's Python with Buildroot's versions of every Python package of
-  cube_cvm_defconfig with guardrails on, and the agent (support/image_python.py).
+  cube_cvm_defconfig with guardrails on, and the agent, after Buildroot's target-finalize
+  for Python (.pyc only, as the image; support/image_python.py).
 - `vllm_server`: vLLM 0.10.2's real OpenAI server (CPU build) with a tiny random Llama that
   has its own chat template, as model "tiny-vllm" (session-wide, started once: about a
   minute; installed once into a cached Debian root, support/vllm.py; needs root).
@@ -34,7 +35,7 @@ from support.engines import (
     start_ollama_double,
     start_openai_double,
 )
-from support.image_python import ImagePython, build_image_python
+from support.image_python import ImagePython, build_image_python, finalize_hooks
 from support.vllm import VllmServer, start_vllm_server, vllm_unavailable
 
 
@@ -91,7 +92,7 @@ def image_python(tmp_path_factory: pytest.TempPathFactory) -> ImagePython:
     directory = tmp_path_factory.mktemp("image-python-config")
     defconfig = variant_defconfig(directory, "defconfig", VARIANTS["GUARDRAILS"])
     out = Output(buildroot, directory).configure(str(defconfig))
-    image = build_image_python(buildroot, out.show_info())
+    image = build_image_python(buildroot, out.show_info(), finalize_hooks(out))
     image.install_agent(tmp_path_factory.mktemp("agent-wheel"))
     return image
 

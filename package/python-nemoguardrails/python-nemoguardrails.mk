@@ -16,6 +16,13 @@ PYTHON_NEMOGUARDRAILS_LICENSE_FILES = \
 	nemoguardrails-$(PYTHON_NEMOGUARDRAILS_VERSION).dist-info/licenses/LICENSE-Apache-2.0.txt \
 	nemoguardrails-$(PYTHON_NEMOGUARDRAILS_VERSION).dist-info/licenses/LICENCES-3rd-party
 
+# nemoguardrails registers its actions and rails by walking its actions/
+# and library/ directories for .py files (rail.py, actions.py, ...):
+# BR2_PACKAGE_PYTHON3_PYC_ONLY must leave them there.
+PYTHON_NEMOGUARDRAILS_KEEP_PY_FILES = \
+	usr/lib/python$(PYTHON3_VERSION_MAJOR)/site-packages/nemoguardrails/actions/* \
+	usr/lib/python$(PYTHON3_VERSION_MAJOR)/site-packages/nemoguardrails/library/*
+
 define PYTHON_NEMOGUARDRAILS_EXTRACT_CMDS
 	unzip -q $(PYTHON_NEMOGUARDRAILS_DL_DIR)/$(PYTHON_NEMOGUARDRAILS_SOURCE) -d $(@D)
 endef

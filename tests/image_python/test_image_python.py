@@ -199,3 +199,16 @@ def test_ollama_api_translated_onto_an_openai_engine(image_python):
     finally:
         engine.stop()
         (image_python.root / keys.lstrip("/")).unlink()
+
+
+def test_the_tree_is_pyc_only_as_buildroot_leaves_it(image_python):
+    """BR2_PACKAGE_PYTHON3_PYC_ONLY (the defconfig's): the agent and the stdlib as .pyc
+    only; nemoguardrails keeps the .py files it finds its rails by (KEEP_PY_FILES)."""
+    lib = image_python.root / f"usr/lib/python{image_python.minor}"
+    agent = lib / "site-packages/cube_agent"
+    assert (agent / "__init__.pyc").is_file() and not list(agent.rglob("*.py"))
+    assert not (lib / "json/__init__.py").exists() and (lib / "json/__init__.pyc").is_file()
+    rails = lib / "site-packages/nemoguardrails"
+    assert (rails / "library/self_check/input_check/rail.py").is_file()
+    assert (rails / "actions/actions.py").is_file()
+    assert not (rails / "rails/llm/llmrails.py").exists()

@@ -8,6 +8,12 @@ lists for a configuration, the PyPI wheel of exactly that package's version, ins
 without dependencies as Buildroot installs them. Nothing else: a module the image would
 lack is missing here too. The agent is installed from a wheel built from agent/.
 
+The venv's site-packages is the image's /usr/lib/python3.X/site-packages (a symlink), so
+Buildroot's target-finalize steps for Python run on it as they run on the image: the
+python3 package's hooks (`PYTHON3_TARGET_FINALIZE_HOOKS`, taken from Buildroot with
+`make printvars` for the configuration) compile every module and, with the default
+BR2_PACKAGE_PYTHON3_PYC_ONLY, delete every .py except each package's `<PKG>_KEEP_PY_FILES`.
+
 Programs run in the root with `chroot`, in a mount namespace of their own (needs root).
 The root is cached under ~/.cache/cube-hal/image-python/, keyed by what went into it.
 """
@@ -83,12 +89,52 @@ def pypi_requirements(info: dict) -> list[str]:
     return requirements
 
 
+# Where the python3 package's hooks find what they run, inside the root: its build
+# directory's Lib/compileall.py is a copy of the interpreter's own.
+PYTHON3_DIR = "/tmp/buildroot-python3"
+
+
+def finalize_hooks(output) -> list[str]:
+    """The python3 package's target-finalize hooks for a configured Buildroot output
+    (support.buildroot.Output), expanded for running inside the root: TARGET_DIR is /."""
+    paths = ["TARGET_DIR=/", "STAGING_DIR=/", "HOST_DIR=/usr", f"PYTHON3_DIR={PYTHON3_DIR}"]
+    proc = output.make("printvars", "VARS=PYTHON3_TARGET_FINALIZE_HOOKS", *paths)
+    if proc.returncode != 0:
+        raise BuildError(f"make printvars failed:\n{proc.stderr}")
+    names = proc.stdout.partition("=")[2].split()
+    proc = output.make("printvars", f"VARS={' '.join(names)}", *paths)
+    if proc.returncode != 0:
+        raise BuildError(f"make printvars failed:\n{proc.stderr}")
+    hooks, current = {}, None
+    for line in proc.stdout.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name in names:
+            current = name
+            hooks[name] = value
+        elif current:
+            hooks[current] += "\n" + line
+    return [hooks[name] for name in names if name in hooks]
+
+
 @dataclass
 class ImagePython:
     """A built root: run programs in it with `command()`."""
 
     root: Path
     minor: str
+    hooks: tuple[str, ...] = ()
+
+    def finalize(self) -> None:
+        """Buildroot's target-finalize for Python, each recipe line as make runs it."""
+        script = self.root / PYTHON3_DIR.lstrip("/") / "Lib/compileall.py"
+        if not script.is_file():  # a copy: the hooks delete the stdlib's .py files
+            script.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.root / f"usr/lib/python{self.minor}/compileall.py", script)
+        for hook in self.hooks:
+            for line in filter(str.strip, hook.splitlines()):
+                proc = self.run(["sh", "-c", line.strip()], timeout=600)
+                if proc.returncode != 0:
+                    raise BuildError(f"{line.strip()} failed:\n{proc.stdout}{proc.stderr}")
 
     @property
     def python(self) -> str:
@@ -132,6 +178,7 @@ class ImagePython:
         inside.unlink()
         if proc.returncode != 0:
             raise BuildError(f"installing {wheel.name} failed:\n{proc.stdout}{proc.stderr}")
+        self.finalize()
         # What BR2_PACKAGE_CUBE_AGENT_GUARDRAILS installs.
         rails = self.root / GUARDRAILS_CONFIG.lstrip("/")
         shutil.rmtree(rails, ignore_errors=True)
@@ -154,18 +201,22 @@ def download_wheels(requirements: list[str], minor: str, dest: Path) -> None:
     run(*args, *requirements)
 
 
-def build_image_python(buildroot: Path, info: dict, log=print) -> ImagePython:
-    """The root for this Buildroot and show-info, from the cache when it is there."""
+def build_image_python(
+    buildroot: Path, info: dict, hooks: Sequence[str] = (), log=print
+) -> ImagePython:
+    """The root for this Buildroot and show-info, from the cache when it is there, with
+    the target-finalize `hooks` (finalize_hooks()) run over it."""
     if os.geteuid() != 0:
         raise BuildError("building the image's Python needs root (mmdebstrap, chroot)")
     minor = python_minor(buildroot)
     requirements = pypi_requirements(info)
+    hooks = tuple(hooks)
     key = hashlib.sha256(
-        json.dumps([DEBIAN_SUITE, minor, requirements, Path(__file__).read_text()]).encode()
+        json.dumps([DEBIAN_SUITE, minor, requirements, hooks, Path(__file__).read_text()]).encode()
     ).hexdigest()[:16]
     final = CACHE / f"python{minor}-{key}"
     if (final / "root" / VENV.lstrip("/")).is_dir():
-        return ImagePython(final / "root", minor)
+        return ImagePython(final / "root", minor, hooks)
 
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="partial-") as tmp:
@@ -181,10 +232,14 @@ def build_image_python(buildroot: Path, info: dict, log=print) -> ImagePython:
         wheels = root / "tmp" / "wheels"
         wheels.mkdir()
         download_wheels(requirements, minor, wheels)
-        image = ImagePython(root, minor)
+        image = ImagePython(root, minor, hooks)
         installed = sorted(f"/tmp/wheels/{w.name}" for w in wheels.glob("*.whl"))
+        site = f"lib/python{minor}/site-packages"
         for args in (
             [f"python{minor}", "-m", "venv", VENV],
+            # The venv's packages where the image has them, for Buildroot's hooks.
+            ["sh", "-c", f"mkdir -p /usr/{site} && cp -a {VENV}/{site}/. /usr/{site}/ && "
+                         f"rm -r {VENV}/{site} && ln -s /usr/{site} {VENV}/{site}"],
             [image.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
              "--ignore-requires-python", *installed],
         ):  # fmt: skip
@@ -192,10 +247,12 @@ def build_image_python(buildroot: Path, info: dict, log=print) -> ImagePython:
             if proc.returncode != 0:
                 raise BuildError(f"{' '.join(args[:4])} failed:\n{proc.stdout}{proc.stderr}")
         shutil.rmtree(wheels)
+        log(f"image-python: Buildroot's target-finalize ({len(hooks)} python3 hooks)")
+        image.finalize()
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         partial.mkdir()  # for TemporaryDirectory's cleanup
     for stale in CACHE.glob("python*-*"):  # roots of earlier inputs
         if stale != final:
             shutil.rmtree(stale, ignore_errors=True)
-    return ImagePython(final / "root", minor)
+    return ImagePython(final / "root", minor, hooks)
