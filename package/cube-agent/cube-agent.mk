@@ -10,7 +10,11 @@ CUBE_AGENT_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' \
 CUBE_AGENT_SITE = $(BR2_EXTERNAL_CUBE_PATH)/../agent
 CUBE_AGENT_SITE_METHOD = local
 CUBE_AGENT_SETUP_TYPE = setuptools
+# Not the local build's leftovers (pip's build/, egg-info, bytecode).
+CUBE_AGENT_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude /build --exclude '*.egg-info' --exclude __pycache__
 CUBE_AGENT_LICENSE = Apache-2.0
+CUBE_AGENT_LICENSE_FILES = LICENSE
 CUBE_AGENT_DEPENDENCIES = host-python-jinja2
 
 define CUBE_AGENT_USERS

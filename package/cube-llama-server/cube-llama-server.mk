@@ -6,7 +6,12 @@
 
 # The server itself comes from Buildroot's llama-cpp package; this
 # package only adds its user, settings and service files: no download.
+# What this package installs comes from the generator (its templates) and
+# this directory: the generator is its source, so legal-info lists it.
+CUBE_LLAMA_SERVER_SITE = $(BR2_EXTERNAL_CUBE_PATH)/../generator
+CUBE_LLAMA_SERVER_SITE_METHOD = local
 CUBE_LLAMA_SERVER_LICENSE = Apache-2.0
+CUBE_LLAMA_SERVER_LICENSE_FILES = LICENSE
 CUBE_LLAMA_SERVER_DEPENDENCIES = llama-cpp host-python3 host-python-jinja2
 
 define CUBE_LLAMA_SERVER_USERS

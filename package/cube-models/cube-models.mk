@@ -6,7 +6,12 @@
 
 # Everything installed comes from this directory and the generator:
 # no download.
+# What this package installs comes from the generator (its templates) and
+# this directory: the generator is its source, so legal-info lists it.
+CUBE_MODELS_SITE = $(BR2_EXTERNAL_CUBE_PATH)/../generator
+CUBE_MODELS_SITE_METHOD = local
 CUBE_MODELS_LICENSE = Apache-2.0
+CUBE_MODELS_LICENSE_FILES = LICENSE
 CUBE_MODELS_DEPENDENCIES = host-python3 host-python-jinja2
 
 define CUBE_MODELS_USERS

@@ -11,8 +11,18 @@ else
 OLLAMA_SOURCE = ollama-linux-amd64.tgz
 endif
 OLLAMA_SITE = https://github.com/ollama/ollama/releases/download/v$(OLLAMA_VERSION)
-# The release tarball carries no license file; upstream's LICENSE is MIT.
+# The release tarball carries no license file: upstream's LICENSE of the
+# same tag comes beside it.
+OLLAMA_EXTRA_DOWNLOADS = \
+	https://raw.githubusercontent.com/ollama/ollama/v$(OLLAMA_VERSION)/LICENSE
 OLLAMA_LICENSE = MIT
+OLLAMA_LICENSE_FILES = LICENSE
+# Both tarballs are binaries with NVIDIA's CUDA libraries (cuBLAS, the CUDA
+# runtime) in lib/ollama/cuda_v*: legal-info must not republish them.
+OLLAMA_REDISTRIBUTE = NO
+ifeq ($(BR2_PACKAGE_OLLAMA_CUDA),y)
+OLLAMA_LICENSE += , NVIDIA proprietary (CUDA libraries in /usr/lib/ollama/cuda_v*)
+endif
 OLLAMA_CPE_ID_VENDOR = ollama
 # The tarball has no top-level directory (bin/, lib/).
 OLLAMA_STRIP_COMPONENTS = 0
@@ -24,6 +34,11 @@ OLLAMA_PRELOAD_DIR = $(call qstrip,$(BR2_PACKAGE_OLLAMA_PRELOAD_DIR))
 define OLLAMA_USERS
 	ollama -1 ollama -1 * /var/lib/ollama - - Ollama LLM engine
 endef
+
+define OLLAMA_COPY_LICENSE
+	cp $(OLLAMA_DL_DIR)/LICENSE $(@D)/LICENSE
+endef
+OLLAMA_POST_EXTRACT_HOOKS += OLLAMA_COPY_LICENSE
 
 # Render the env file, unit and init script from the .config.
 define OLLAMA_BUILD_CMDS

@@ -39,7 +39,8 @@ def test_agent_and_ollama_with_versions_and_dependencies(name, info):
 
     ollama = packages["ollama"]
     assert ollama["version"] == "0.12.3"
-    assert [d["source"] for d in ollama["downloads"]] == ["ollama-linux-amd64.tgz"]
+    # The release tarball has no license file: upstream's LICENSE is downloaded beside it.
+    assert [d["source"] for d in ollama["downloads"]] == ["ollama-linux-amd64.tgz", "LICENSE"]
     assert ollama["downloads"][0]["uris"][0].startswith(
         "https+https://github.com/ollama/ollama/releases/download/v0.12.3"
     )
