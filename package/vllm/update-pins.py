@@ -123,8 +123,8 @@ def main() -> int:
     header += f"PyPI as of {EXCLUDE_NEWER}): do not edit.\n"
     hashes = [header, "# From upstream's SHA256SUMS\n"]
     hashes.append(f"sha256  {SHA256}  {RUNTIME}\n")
-    hashes.append("# lib/python3.12/LICENSE.txt: no hash (CPython's, from the\n")
-    hashes.append("# runtime above, which could not be downloaded where this ran)\n")
+    hashes.append("# lib/python3.12/LICENSE.txt: no hash (CPython's, from\n")
+    hashes.append("# the runtime above, not downloadable where this ran)\n")
     hashes.append("# From PyPI, as resolved by uv\n")
     hashes += [f"sha256  {sha}  {name}\n" for name, _, sha in wheels]
     (HERE / "vllm.hash").write_text("".join(hashes))
