@@ -30,7 +30,7 @@ BR_TARGETS := menuconfig nconfig savedefconfig source clean distclean \
 	show-info printvars linux-menuconfig busybox-menuconfig legal-info sdk
 
 .DEFAULT_GOAL := all
-.PHONY: all help buildroot $(BR_TARGETS)
+.PHONY: all help buildroot build-deps $(BR_TARGETS)
 
 all: buildroot
 	$(BR_MAKE)
@@ -41,8 +41,12 @@ all: buildroot
 $(BR_TARGETS): buildroot
 	$(BR_MAKE) $@
 
-# host-deps (mk/test.mk): Buildroot's own host requirements come with the rest.
-buildroot: host-deps $(BUILDROOT_DIR)/Makefile
+# Image targets need only Buildroot's own host requirements (checked, never
+# installed); the test tools come with `make deps` (host-deps, mk/test.mk).
+buildroot: build-deps $(BUILDROOT_DIR)/Makefile
+
+build-deps:
+	@scripts/check-build-deps.sh
 
 # Unpack the pinned Buildroot once; the tarball is checked against its hash
 # whether it was downloaded or handed to us.

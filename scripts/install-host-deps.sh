@@ -5,6 +5,7 @@ set -eu
 
 packages="
 	build-essential cmake git curl file rsync bc cpio unzip xz-utils wget
+	bzip2 patch perl
 	python3 python3-venv python3-dev python3-jinja2 libmagic1
 	shellcheck systemd util-linux
 	qemu-system-x86 qemu-utils ovmf fuse3
