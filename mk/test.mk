@@ -3,7 +3,7 @@
 HELP_LINES += '' 'Tests and checks:' \
 	'  test                     every test, QEMU-booted ones included' \
 	'  test-quick               every test but the QEMU-booted ones' \
-	'  check                    check-package, shellcheck, ruff' \
+	'  check                    check-package, undefined Kconfig symbols, shellcheck, ruff' \
 	'  deps                     install host packages (Debian) and the Python venv'
 
 PYTEST_ARGS ?=
@@ -42,6 +42,7 @@ SHELL_SCRIPTS = $(shell git ls-files | xargs grep -lE '^\#!/bin/(ba)?sh' 2>/dev/
 
 check: venv buildroot
 	PATH="$(VENV)/bin:$$PATH" $(BUILDROOT_DIR)/utils/check-package -b $$(git ls-files br2-external board package overlay generator | grep -v '^generator/templates/.*\.j2$$')
+	$(PYTHON) scripts/check-kconfig-symbols.py $(BUILDROOT_DIR) $(EXTERNAL)
 	shellcheck $(SHELL_SCRIPTS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
