@@ -39,7 +39,8 @@ OLD_SETUPTOOLS = (
     "1cf8256dffceb55b0610/setuptools-84.2.1-py3-none-any.whl"
 )
 VARS = ("VLLM_BUILD_CMDS", "VLLM_INSTALL_TARGET_CMDS", "VLLM_DIR", "VLLM_DL_DIR",
-        "VLLM_INSTALL_DIR", "VLLM_SITE_PACKAGES", "HOST_DIR", "TARGET_DIR")  # fmt: skip
+        "VLLM_INSTALL_DIR", "VLLM_SITE_PACKAGES", "HOST_DIR", "TARGET_DIR",
+        "STRIP_FIND_CMD", "VLLM_CHECK_LDCONFIG")  # fmt: skip
 
 
 def wheel_urls() -> list[str]:
@@ -195,13 +196,7 @@ def test_a_pin_set_resolved_on_another_python_fails(stubs, tmp_path):
     assert "setuptools>=77.0.3,<80" in proc.stderr
 
 
-def make_vars(output, *names: str) -> dict[str, str]:
-    proc = output.make("printvars", f"VARS={' '.join(names)}")
-    assert proc.returncode == 0, proc.stderr
-    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-
-
-def test_target_finalize_strips_nothing_of_the_vllm_tree(installed, variant):
+def test_target_finalize_strips_nothing_of_the_vllm_tree(installed):
     """Buildroot's own strip selection over the target: PyTorch's and NVIDIA's libraries
     are left as shipped, everything else is still stripped."""
     target = Path(installed["TARGET_DIR"])
@@ -210,7 +205,7 @@ def test_target_finalize_strips_nothing_of_the_vllm_tree(installed, variant):
     for library in (ours, other):
         library.parent.mkdir(parents=True, exist_ok=True)
         library.write_bytes(b"\x7fELF")
-    command = make_vars(variant("VLLM"), "STRIP_FIND_CMD")["STRIP_FIND_CMD"]
+    command = installed["STRIP_FIND_CMD"]
     proc = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60, check=True)
     found = {Path(p.decode()) for p in proc.stdout.split(b"\0") if p}
     assert other in found
@@ -220,9 +215,8 @@ def test_target_finalize_strips_nothing_of_the_vllm_tree(installed, variant):
 def test_target_finalize_stops_without_ldconfig(installed, variant, tmp_path):
     """Triton runs /sbin/ldconfig: the image has it (glibc's utilities are selected), and
     a target without it stops the build with the reason."""
-    output = variant("VLLM")
-    assert output.config()["BR2_PACKAGE_GLIBC_UTILS"] == "y"
-    hook = make_vars(output, "VLLM_CHECK_LDCONFIG")["VLLM_CHECK_LDCONFIG"].strip()
+    assert variant("VLLM").config()["BR2_PACKAGE_GLIBC_UTILS"] == "y"
+    hook = installed["VLLM_CHECK_LDCONFIG"].strip()
     ldconfig = Path(installed["TARGET_DIR"]) / "sbin/ldconfig"
     ldconfig.unlink(missing_ok=True)
     proc = subprocess.run(["sh", "-c", hook], capture_output=True, text=True, check=False)
