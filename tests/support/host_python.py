@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def build_host_python(buildroot: Path, log=print) -> HostPython:
             f"--include=python{minor},python{minor}-venv", DEBIAN_SUITE, root,
             f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main")  # fmt: skip
         wheels = root / "tmp" / "wheels"
-        run("python3", "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+        run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
             "--python-version", minor, "-d", wheels, *requirements)  # fmt: skip
         chroot = ["unshare", "--mount", "--fork", "chroot", root]
         run(*chroot, f"python{minor}", "-m", "venv", "--without-pip", VENV)
