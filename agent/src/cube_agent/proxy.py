@@ -375,20 +375,28 @@ class Proxy:
         self, call: Call, upstream: Upstream, path: str, receive: Receive, send: Send
     ) -> None:
         """The hot path: forward, then relay the engine's answer chunk by chunk as ASGI
-        messages. From the moment the request goes out a watcher waits for the client to
-        leave; if it does, the engine request is cancelled (its connection closed), before
-        the answer's headers (a whole generation) as well as during a stream."""
+        messages. A request still running WATCH_AFTER after it went out gets a watcher for
+        the client leaving; if it does, the engine request is cancelled (its connection
+        closed), before the answer's headers (a whole generation) as well as in a stream."""
         task = asyncio.current_task()
         assert task is not None
         state = _Relay()
+        watcher: asyncio.Future | None = None
 
         def client_left(_: asyncio.Future) -> None:
             if state.relaying:
                 state.left = True
                 task.cancel()
 
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(client_left)
+        def watch() -> None:
+            nonlocal watcher
+            if state.relaying:
+                watcher = asyncio.ensure_future(receive())
+                watcher.add_done_callback(client_left)
+
+        # The watcher (a task) starts only for a request still running after WATCH_AFTER:
+        # the many quick answers cost a timer, not a task.
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch)
         resp = None
         try:
             resp = await self._send(
@@ -427,7 +435,9 @@ class Proxy:
             raise ClientLeft from None
         finally:
             state.relaying = False
-            watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     async def _stream(
         self,
@@ -590,6 +600,9 @@ class Proxy:
 # clean 502 if the engine breaks off); larger ones are relayed as they come, so what the
 # agent holds per request stays bounded whatever the engine sends.
 WHOLE_ANSWER_BYTES = 256 * 1024
+# A request still waiting for or relaying the engine after this long (s) gets a watcher
+# for the client leaving (which cancels the engine request then).
+WATCH_AFTER = 0.02
 # Hop-by-hop response headers (RFC 9110 7.6.1), and what the agent sets itself.
 _DROP_RESPONSE_ALL = _DROP_RESPONSE | {b"upgrade", b"trailer", b"te", b"proxy-connection"}
 
