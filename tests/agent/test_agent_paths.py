@@ -173,3 +173,32 @@ def test_rule_regexes_are_bounded_on_client_input():
     assert name == "slow"
     _, _, name = router.route("GET", "/v1/models", "default", {"x-team": "no"}, {}, lambda: None)
     assert name is None
+
+
+@pytest.mark.parametrize("pattern", ["(x|xx)+y", "(x+x+)+y", "^(x+)+$", "(.*a){12}"])
+def test_every_backtracking_shape_is_cut_off(pattern):
+    """The timeout holds for the shapes regex's own safeguards miss ((x|xx)+y ran 9 s
+    with a 2 s timeout: checked coarsely, so the bound asserted is generous)."""
+    import time
+
+    from cube_agent.errors import AgentError
+
+    rules = [{"name": "r", "match": {"body": {"model": pattern}}, "target": "http://e:1"}]
+    router = Router(Settings(), rules)
+    for value in ("x" * 30, "x" * 4000):
+        started = time.monotonic()
+        try:
+            body = {"model": value}
+            router.route("POST", "/v1/chat/completions", "default", {}, {}, lambda b=body: b)
+        except AgentError as exc:
+            assert exc.status == 400
+        assert time.monotonic() - started < 1.5
+
+
+def test_patterns_without_repetition_skip_the_timeout():
+    from cube_agent.routing import _Linear, _regex
+
+    for pattern in ("^/api/", "^bench$", "^(team-a|team-b)$", "^tiny"):
+        assert isinstance(_regex(pattern), _Linear), pattern
+    for pattern in ("^/v1/.*$", "(x|xx)+y", "a{2,3}", r"(a)\1", "(?=a*)b"):
+        assert not isinstance(_regex(pattern), _Linear), pattern
