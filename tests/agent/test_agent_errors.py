@@ -79,6 +79,11 @@ class TestKeys:
         ollama_error(
             httpx.post(agent.url + "/api/pull", json={"model": "x"}, headers=agent.headers()), 403
         )
+        # so does vLLM's runtime LoRA loading, under any domain prefix
+        for path in ("/v1/load_lora_adapter", "/default/v1/unload_lora_adapter"):
+            lora = {"lora_name": "x", "lora_path": "/tmp/x"}
+            openai_error(httpx.post(agent.url + path, json=lora, headers=agent.headers()), 403)
+            assert httpx.post(agent.url + path, json=lora).status_code == 401
 
     def test_health_and_ready_need_no_key(self, agent):
         assert httpx.get(agent.url + "/health").json() == {"status": "ok"}

@@ -56,6 +56,9 @@ OLLAMA_ENDPOINTS = frozenset(
     {"chat", "generate", "tags", "show", "embed", "embeddings", "ps", "version"}
 )
 OLLAMA_MODEL_MANAGEMENT = frozenset({"pull", "delete", "create", "copy", "push"})
+# OpenAI-side endpoints that change what the engine serves (vLLM's runtime LoRA loading,
+# when the engine enables it): admin keys, like Ollama's model management.
+OPENAI_MODEL_MANAGEMENT = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 # The endpoints the optional guardrails stage checks, and the API shape of each.
 GUARDED = {"/v1/chat/completions": "openai", "/api/chat": "ollama"}
@@ -206,7 +209,7 @@ class Proxy:
             and name not in OLLAMA_MODEL_MANAGEMENT
         ):
             raise AgentError(404, f"no such endpoint: {call.path}", "not_found")
-        admin = name is not None and name in OLLAMA_MODEL_MANAGEMENT
+        admin = name in OLLAMA_MODEL_MANAGEMENT or call.path in OPENAI_MODEL_MANAGEMENT
         key = self.auth.check(call.headers, call.domain, admin=admin)  # type: ignore[arg-type]
         bucket = key.name if key is not None else None
         self._admit(bucket)
