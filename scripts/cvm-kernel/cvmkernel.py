@@ -25,6 +25,7 @@ script's build settings>, with its .config beside it.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shutil
@@ -196,9 +197,17 @@ def build(fragments: list[Path], jobs: int | None = None) -> Path:
     .config in it."""
     fragments = [Path(f).resolve() for f in fragments]
     done = CACHE / f"bzImage-{cache_key(fragments)}"
-    if (done / "bzImage").is_file():
-        os.utime(done)
-        return done
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One build per key at a time (worktrees and CI share the cache): the others wait.
+    with (CACHE / f"{done.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (done / "bzImage").is_file():
+            os.utime(done)
+            return done
+        return _build(done, fragments, jobs)
+
+
+def _build(done: Path, fragments: list[Path], jobs: int | None) -> Path:
     out = CACHE / f"build-{done.name.removeprefix('bzImage-')}"
     started = time.monotonic()
     dotconfig = configure(out, fragments)
