@@ -25,7 +25,8 @@ VERITY_IMAGE = REPO / "board/cube/verity-image"
 POST_IMAGE = REPO / "board/cube/post-image.sh"
 SOURCE_DATE_EPOCH = "1767225600"
 TABLE = re.compile(
-    r'dm-mod\.create="root,,,ro,0 (?P<sectors>\d+) verity 1 (?P<data>\S+) (?P<hash>\S+) '
+    r'dm-mod\.create="root,CRYPT-VERITY-[0-9a-f]{32}-root,,ro,'
+    r"0 (?P<sectors>\d+) verity 1 (?P<data>\S+) (?P<hash>\S+) "
     r"4096 4096 (?P<blocks>\d+) (?P<start>\d+) sha256 (?P<root>[0-9a-f]{64}) "
     r'(?P<salt>[0-9a-f]{64}) 1 panic_on_corruption"'
 )
