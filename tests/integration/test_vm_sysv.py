@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration.guest import Guest, boot
+from integration.guest import AGENT_KEY_FILE, Guest, boot
+from integration.verity import check_verified_root, var_mount
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 
@@ -34,6 +35,16 @@ def script(guest: Guest, name: str, action: str) -> tuple[str, int]:
 
 def test_busybox_init_is_pid_1(guest: Guest) -> None:
     assert guest.console.check("readlink /proc/1/exe").endswith("/busybox")
+
+
+def test_the_root_is_the_verified_image_read_only(guest: Guest) -> None:
+    check_verified_root(guest)
+
+
+def test_s01cube_state_put_var_and_the_keys_on_the_state_disk(guest: Guest) -> None:
+    assert var_mount(guest) == "/dev/vdb ext4"
+    guest.admin_key()
+    assert guest.console.check(f"df {AGENT_KEY_FILE} | awk 'NR == 2 {{print $1}}'") == "/dev/vdb"
 
 
 @pytest.mark.parametrize("name", sorted(DAEMONS))
