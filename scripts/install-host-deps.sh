@@ -10,6 +10,7 @@ packages="
 	shellcheck systemd util-linux
 	qemu-system-x86 qemu-utils ovmf fuse3
 	linux-image-amd64 mmdebstrap busybox-static e2fsprogs
+	flex bison libelf-dev libssl-dev cryptsetup-bin erofs-utils
 	nginx-light wrk
 "
 

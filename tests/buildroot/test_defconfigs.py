@@ -48,7 +48,12 @@ def test_the_image_stack(name, configure):
         "BR2_TOOLCHAIN_USES_GLIBC": "y",
         "BR2_LINUX_KERNEL": "y",
         "BR2_LINUX_KERNEL_VERSION": '"6.12.91"',
-        "BR2_TARGET_ROOTFS_EXT2_4": "y",
+        # a read-only root, hashed for dm-verity by post-image.sh, reproducibly
+        "BR2_TARGET_ROOTFS_EROFS": "y",
+        "BR2_TARGET_ROOTFS_EXT2": "n",
+        "BR2_PACKAGE_HOST_CRYPTSETUP": "y",
+        "BR2_TARGET_GENERIC_REMOUNT_ROOTFS_RW": "n",
+        "BR2_REPRODUCIBLE": "y",
         "BR2_PACKAGE_PYTHON3": "y",
         "BR2_PACKAGE_CUBE_AGENT": "y",
         "BR2_PACKAGE_CUBE_AGENT_BACKEND_OLLAMA": "y",

@@ -48,7 +48,10 @@ def test_plain_boots_the_image_with_the_agent_forwarded(images: Path) -> None:
     assert argv[0] == "qemu-system-x86_64"
     assert option(argv, "-accel") == ["tcg"]
     assert option(argv, "-kernel") == [str(images / "bzImage")]
-    assert option(argv, "-drive") == [f"if=virtio,format=raw,file={images / 'rootfs.ext4'}"]
+    assert option(argv, "-drive") == [
+        f"if=virtio,format=raw,file={images / 'rootfs.ext4'}",
+        f"if=virtio,format=raw,file={images / 'state.img'}",
+    ]
     assert option(argv, "-append") == ["root=/dev/vda rw console=ttyS0"]
     assert option(argv, "-smp") == ["2"] and option(argv, "-m") == ["4G"]
     assert "hostfwd=tcp:127.0.0.1:7001-:7001" in option(argv, "-netdev")[0]
@@ -77,6 +80,34 @@ def test_settings_are_overridable(images: Path, tmp_path: Path) -> None:
     assert argv[-2:] == ["-S", "-no-reboot"]
 
 
+def verity_images(images: Path) -> str:
+    """Turn `images` into a verity image directory (what board/cube/verity-image leaves)."""
+    (images / "rootfs.ext4").unlink()
+    (images / "rootfs.img").write_bytes(b"erofs and hash tree")
+    table = "0 8 verity 1 /dev/vda /dev/vda 4096 4096 1 2 sha256 ab cd 1 panic_on_corruption"
+    line = f'dm-mod.create="root,,,ro,{table}" root=/dev/dm-0 ro console=ttyS0'
+    (images / "kernel-cmdline").write_text(line + "\n")
+    return line
+
+
+@pytest.mark.parametrize("mode", ["plain", "snp", "tdx"])
+def test_a_verity_image_boots_its_own_command_line_read_only(images: Path, mode: str) -> None:
+    line = verity_images(images)
+    argv = command(images, mode, ACCEL="tcg")
+    assert option(argv, "-append") == [line]
+    drives = option(argv, "-drive")
+    assert f"file={images / 'rootfs.img'},readonly=on" in drives[0]
+    assert drives[1].endswith(f"file={images / 'state.img'}")
+    assert len(drives) == 2
+
+
+def test_state_none_means_no_state_disk(images: Path) -> None:
+    verity_images(images)
+    for mode in ("plain", "snp"):
+        drives = option(command(images, mode, ACCEL="tcg", STATE="none"), "-drive")
+        assert len(drives) == 1 and "rootfs.img" in drives[0]
+
+
 def test_snp_is_an_sev_snp_guest_with_kernel_hashes(images: Path) -> None:
     argv = command(images, "snp", CPUS="3", MEM="6G")
     assert option(argv, "-accel") == ["kvm"]
@@ -95,6 +126,7 @@ def test_snp_is_an_sev_snp_guest_with_kernel_hashes(images: Path) -> None:
     devices = option(argv, "-device")
     assert devices and all("iommu_platform=on" in d for d in devices)
     assert any(d.startswith("virtio-blk-pci,drive=disk0") for d in devices)
+    assert any(d.startswith("virtio-blk-pci,drive=disk1") for d in devices)  # state
 
 
 def test_tdx_is_a_td_guest(images: Path) -> None:
@@ -250,6 +282,9 @@ def test_qemu_accepts_the_plain_command_line(images: Path, tmp_path: Path) -> No
             assert status["status"] == "prelaunch" and not status["running"]
             qmp(stream, "quit")
         assert proc.wait(timeout=30) == 0
+        # the state disk it made: blank, sparse, for the guest to format on first boot
+        state = images / "state.img"
+        assert state.stat().st_size == 8 << 30 and state.stat().st_blocks == 0
     finally:
         if proc.poll() is None:
             proc.kill()

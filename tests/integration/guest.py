@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -129,6 +130,18 @@ class Guest:
                     self.agent_never_answered = self.agent_never_answered is not False
                     raise
                 time.sleep(2)
+
+    def override(self, path: str, sed: str) -> None:
+        """Change a file of the read-only (verified) root for this boot only: an edited copy
+        in /run bind-mounted over it. The image itself cannot change: that is the point."""
+        copy = f"/run/cube-test{path.replace('/', '-')}"
+        self.console.check(
+            f"cp {path} {copy} && sed -i {shlex.quote(sed)} {copy} && mount --bind {copy} {path}"
+        )
+
+    def restore(self, path: str) -> None:
+        """Undo override(): the image's own file again."""
+        self.console.check(f"umount {path}")
 
     def configured_models(self) -> list[str]:
         """CUBE_MODELS from the image's env file, as `ollama list` names them."""

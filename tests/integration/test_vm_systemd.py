@@ -7,7 +7,6 @@ comes last. In the offline test image the engines are the doubles from tests/dou
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,8 +16,8 @@ import httpx
 import openai
 import pytest
 from integration.emulator import scaled
-from integration.guest import Guest, boot
-from support.timing import wait_until
+from integration.guest import AGENT_KEY_FILE, Guest, boot
+from integration.verity import check_verified_root, var_mount
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 
@@ -46,6 +45,26 @@ def show(guest: Guest, unit: str, prop: str) -> str:
 
 def wait_for_pull_models(guest: Guest, timeout: float = 180) -> None:
     guest.console.wait_for("systemctl is-active pull-models", timeout=timeout, interval=2)
+
+
+def test_the_root_is_the_verified_image_read_only(guest: Guest) -> None:
+    check_verified_root(guest)
+
+
+def test_the_llama_cpp_model_is_in_the_measured_root(guest: Guest) -> None:
+    model = guest.console.check(". /etc/default/llama-server && echo $LLAMA_SERVER_MODEL")
+    assert guest.console.check(f"stat -c %d {model}") == guest.console.check("stat -c %d /")
+
+
+def test_state_lives_on_the_state_disk(guest: Guest) -> None:
+    """First boot: the blank state disk was formatted and holds /var, the agent's keys
+    included; the journal says so."""
+    assert var_mount(guest) == "/dev/vdb ext4"
+    assert guest.console.check("readlink /etc/cube/agent") == "/var/lib/cube/agent"
+    guest.admin_key()  # made by the agent's first start, on the state disk
+    assert guest.console.check(f"findmnt -n -o SOURCE -T {AGENT_KEY_FILE}") == "/dev/vdb"
+    log = guest.console.check("journalctl -b -o cat -u cube-state")
+    assert "/dev/vdb is blank: formatting it (first boot)" in log
 
 
 def test_boot_reaches_a_root_shell(guest: Guest) -> None:
@@ -153,9 +172,7 @@ def test_pull_models_retries_until_the_engine_is_up(guest: Guest) -> None:
     console = guest.console
     console.check("systemctl stop ollama && systemctl mask --runtime ollama")
     console.check("rm -rf /var/lib/ollama/models/manifests")
-    console.check(
-        "sed -i 's/^CUBE_PULL_INTERVAL=.*/CUBE_PULL_INTERVAL=\"1\"/' /etc/default/pull-models"
-    )
+    guest.override("/etc/default/pull-models", 's/^CUBE_PULL_INTERVAL=.*/CUBE_PULL_INTERVAL="1"/')
     console.check("systemctl restart --no-block pull-models")
     invocation = "_SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value pull-models)"
     # At least three failed attempts while the engine is down, and it keeps going.
@@ -182,15 +199,13 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
     """Changes the VM for the duration of the test, then puts the ollama backend back."""
     console = guest.console
     env = "/etc/default/cube-agent"
-    console.check(f"cp {env} /root/cube-agent.env")
     vllm_model = console.check(". /etc/default/vllm && echo $VLLM_MODEL")
     question = [{"role": "user", "content": "which engine"}]
     try:
         console.wait_for(f"curl -sf {VLLM_URL}/v1/models", timeout=60)
         # One variable, as the seed promises: the agent detects the engine's kind.
-        console.check(
-            f"sed -i 's|^UV_CUBE_AGENT_TARGET_URL=.*|UV_CUBE_AGENT_TARGET_URL=\"{VLLM_URL}\"|'"
-            f" {env}"
+        guest.override(
+            env, f's|^UV_CUBE_AGENT_TARGET_URL=.*|UV_CUBE_AGENT_TARGET_URL="{VLLM_URL}"|'
         )
         console.check("systemctl restart cube-agent", timeout=RESTART_S)
         guest.wait_for_agent()  # verifies the new key the restart made
@@ -200,9 +215,8 @@ def test_switching_the_target_url_moves_traffic_to_vllm(guest: Guest) -> None:
         assert answer.model == vllm_model
         assert "which engine" in answer.choices[0].message.content
     finally:
-        console.check(
-            f"cp /root/cube-agent.env {env} && systemctl restart cube-agent", timeout=RESTART_S
-        )
+        guest.restore(env)
+        console.check("systemctl restart cube-agent", timeout=RESTART_S)
     guest.wait_for_agent()
     assert vllm_model not in [m.id for m in guest.openai().models.list()]
 
@@ -212,12 +226,10 @@ def test_switching_to_llama_cpps_real_server_keeps_both_apis_working(guest: Gues
     agent: OpenAI calls pass through, Ollama calls are translated. Restores the backend."""
     console = guest.console
     env = "/etc/default/cube-agent"
-    console.check(f"cp {env} /root/cube-agent.env")
     try:
         console.wait_for(f"curl -sf {LLAMA_SERVER_URL}/health", timeout=120, interval=2)
-        console.check(
-            "sed -i 's|^UV_CUBE_AGENT_TARGET_URL=.*|"
-            f'UV_CUBE_AGENT_TARGET_URL="{LLAMA_SERVER_URL}"|\' {env}'
+        guest.override(
+            env, f's|^UV_CUBE_AGENT_TARGET_URL=.*|UV_CUBE_AGENT_TARGET_URL="{LLAMA_SERVER_URL}"|'
         )
         console.check("systemctl restart cube-agent", timeout=RESTART_S)
         guest.wait_for_agent()
@@ -242,9 +254,8 @@ def test_switching_to_llama_cpps_real_server_keeps_both_apis_working(guest: Gues
         last = list(stream)[-1]
         assert last.done
     finally:
-        console.check(
-            f"cp /root/cube-agent.env {env} && systemctl restart cube-agent", timeout=RESTART_S
-        )
+        guest.restore(env)
+        console.check("systemctl restart cube-agent", timeout=RESTART_S)
     guest.wait_for_agent()
 
 
@@ -261,45 +272,15 @@ def test_a_killed_engine_is_restarted_by_systemd(guest: Guest) -> None:
     assert show(guest, "ollama", "NRestarts") != "0"
 
 
-def monotonic_us(guest: Guest, unit: str, prop: str) -> int:
-    return int(show(guest, unit, f"{prop}Monotonic"))
-
-
-def test_an_unreachable_engine_does_not_hold_up_boot(guest: Guest) -> None:
-    """Changes the VM: a boot with the engine masked and the models gone (so pull-models
-    retries for as long as the VM runs), then both put back. multi-user.target must be
-    reached while pull-models is still at it: with a blocking pull it never would be."""
-    console = guest.console
-    console.check("systemctl mask ollama && rm -rf /var/lib/ollama/models/manifests")
-    try:
-        console.reboot()
-        guest.start_test_tsm()
-        console.wait_for("systemctl is-active multi-user.target", timeout=180, interval=2)
-        reached = monotonic_us(guest, "multi-user.target", "ActiveEnterTimestamp")
-        assert reached > 0
-        assert show(guest, "pull-models", "ActiveState") == "activating"
-        started = monotonic_us(guest, "pull-models", "InactiveExitTimestamp")
-        assert 0 < started < reached  # it had started before boot finished...
-        # ...and was still retrying after: a failed attempt logged later than that.
-        log = "journalctl -b -o short-monotonic -u pull-models | grep 'engine not answering'"
-
-        def last_failure() -> float:  # "[   12.345678] host pull-models[…]: …"
-            found = re.match(r"\[\s*([0-9.]+)\]", console.check(f"{log} | tail -n 1"))
-            return float(found[1]) if found else 0.0
-
-        wait_until(lambda: last_failure() > reached / 1e6, 60, "a failed pull after boot", 2)
-    finally:
-        console.check("systemctl unmask ollama && systemctl start ollama")
-    wait_for_pull_models(guest, timeout=120)
-    assert show(guest, "pull-models", "Result") == "success"
-    guest.wait_for_agent()
-
-
-def test_a_reboot_keeps_the_pulled_models(guest: Guest) -> None:
+def test_a_reboot_keeps_the_state_disk(guest: Guest) -> None:
+    """Pulled models and the agent's keys live on the state disk: a reboot keeps them."""
     models = guest.configured_models()
+    key = guest.admin_key()
     boot_id = guest.console.check("cat /proc/sys/kernel/random/boot_id")
     guest.console.reboot()
     assert guest.console.check("cat /proc/sys/kernel/random/boot_id") != boot_id
+    assert guest.console.check(f"cat {AGENT_KEY_FILE}") == key
+    assert "formatting" not in guest.console.check("journalctl -b -o cat -u cube-state")
     guest.start_test_tsm()
     wait_for_pull_models(guest)
     # Nothing was pulled again on this boot: every model was already there.

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration.guest import Guest, boot
+from integration.guest import AGENT_KEY_FILE, Guest, boot
+from integration.verity import check_verified_root, var_mount
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 
@@ -40,6 +41,16 @@ def test_the_scripts_shell_is_busybox(guest: Guest) -> None:
     """rcS and the S scripts run under /bin/sh: on Buildroot that is busybox's ash."""
     assert guest.console.check("readlink -f /bin/sh").endswith("/busybox")
     assert guest.console.check("/bin/sh --help 2>&1 | head -n 1").startswith("BusyBox")
+
+
+def test_the_root_is_the_verified_image_read_only(guest: Guest) -> None:
+    check_verified_root(guest)
+
+
+def test_s01cube_state_put_var_and_the_keys_on_the_state_disk(guest: Guest) -> None:
+    assert var_mount(guest) == "/dev/vdb ext4"
+    guest.admin_key()
+    assert guest.console.check(f"df {AGENT_KEY_FILE} | awk 'NR == 2 {{print $1}}'") == "/dev/vdb"
 
 
 @pytest.mark.parametrize("name", sorted(DAEMONS))
