@@ -88,8 +88,6 @@ def source_line(path: Path, line: int) -> str:
 def mutate(
     module: str, only: list[str] | None, work: Path, env: dict[str, str], equivalents: list[dict]
 ) -> Result:
-    from cosmic_ray.work_db import WorkDB, use_db
-    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
     started = time.monotonic()
     copy = work / "src/cube_agent" / module
@@ -109,18 +107,29 @@ def mutate(
     db = work / f"{module}.sqlite"
     db.unlink(missing_ok=True)
     cosmic_ray("init", config, db, env=env)
-    skipped, outside = skip_unscored(db, copy, only)
+    skip_unscored(db, copy, only)
     cosmic_ray("exec", config, db, env=env)
+    (work / f"{module}.seconds").write_text(f"{time.monotonic() - started:.0f}\n")
+    return collect(module, work, equivalents)
 
-    result = Result(module, 0, 0, [], [], 0.0, skipped, outside)
-    original = PACKAGE / module
-    with use_db(str(db), WorkDB.Mode.open) as wdb:
+
+def collect(module: str, work: Path, equivalents: list[dict]) -> Result:
+    """The result of a module's finished session in `work`."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    seconds = work / f"{module}.seconds"
+    result = Result(module, 0, 0, [], [], float(seconds.read_text()) if seconds.exists() else 0)
+    source = work / "src/cube_agent" / module  # as it was mutated (restored after each)
+    with use_db(str(work / f"{module}.sqlite"), WorkDB.Mode.open) as wdb:
         for item, outcome in wdb.completed_work_items:
             mutation = item.mutations[0]
             line = mutation.start_pos[0]
-            text = source_line(original, line)
+            text = source_line(source, line)
             where = f"{module}:{line} {mutation.operator_name} #{mutation.occurrence}: {text}"
             if outcome.worker_outcome == WorkerOutcome.SKIPPED:
+                result.annotations += outcome.output == "annotation"
+                result.outside += outcome.output != "annotation"
                 continue
             result.total += 1
             if outcome.test_outcome != TestOutcome.SURVIVED:
@@ -131,7 +140,6 @@ def mutate(
                 result.equivalent.append((where, reason))
             else:
                 result.survivors.append(f"{where}\n{outcome.diff or ''}")
-    result.seconds = time.monotonic() - started
     return result
 
 
@@ -226,9 +234,19 @@ def main() -> int:
     p.add_argument("--module", action="append", help="only this module (repeatable)")
     p.add_argument("--fail-under", type=float, default=90.0, help="minimum total score, %%")
     p.add_argument("--work-dir", type=Path, help="keep the copy and sessions here")
+    p.add_argument(
+        "--report", action="store_true", help="only report the sessions kept in --work-dir"
+    )
     args = p.parse_args()
     if args.stages:
         return run_stages(args.stages)
+    if args.report:
+        if args.work_dir is None:
+            p.error("--report needs --work-dir")
+        _, equivalents = load_targets()
+        done = sorted(path.stem for path in args.work_dir.glob("*.py.sqlite"))
+        modules = [m for m in (args.module or done) if m in done]
+        return report([collect(m, args.work_dir, equivalents) for m in modules], args.fail_under)
 
     targets, equivalents = load_targets()
     modules = args.module or list(targets)
