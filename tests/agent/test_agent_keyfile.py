@@ -132,6 +132,9 @@ def test_add_remove_save_and_load_round_trip(tmp_path):
         loaded.remove("app")
     loaded.save()
     assert [k.name for k in KeyFile.load(kf.path).keys] == ["root"]
+    loaded.add("alpha", ["default"])
+    loaded.remove("root")  # only that one, whatever the order of the names
+    assert [k.name for k in loaded.keys] == ["alpha"]
     assert [p.name for p in kf.path.parent.iterdir()] == ["keys.json"]  # no temp file left
 
 
@@ -151,6 +154,15 @@ def test_save_keeps_the_files_mode_and_makes_new_ones_0640(tmp_path):
 def test_load_of_a_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(KeyFileUnparsable, match="cube-agent keys init"):
         KeyFile.load(tmp_path / "none.json")
+
+
+def test_an_unreadable_file_is_unparsable(tmp_path):
+    (tmp_path / "dir.json").mkdir()  # stat works, reading fails (root reads anything else)
+    with pytest.raises(KeyFileUnparsable, match="Is a directory"):
+        KeyFile.load(tmp_path / "dir.json")
+    (tmp_path / "latin.json").write_bytes(b'{"keys": [], "x": "\xff"}')
+    with pytest.raises(KeyFileUnparsable, match="codec can't decode"):
+        KeyFile.load(tmp_path / "latin.json")
 
 
 @pytest.fixture
