@@ -18,6 +18,7 @@ import argparse
 import ast
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -221,6 +222,25 @@ def equivalent_reason(equivalents: list[dict], module: str, text: str, diff: str
     return None
 
 
+def mutant_env(src: Path) -> dict[str, str]:
+    """The environment the tests run in: the copy first on PYTHONPATH (for the agents the
+    tests start too), so the mutant is what they import."""
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path)
+
+
+def retry(work: Path, modules: list[str]) -> None:
+    """Forget the survivors' results and let cosmic-ray run them again."""
+    src = work / "src"
+    env = mutant_env(src)
+    for module in modules:
+        db = work / f"{module}.sqlite"
+        with sqlite3.connect(db) as connection:
+            connection.execute("DELETE FROM work_results WHERE upper(test_outcome) = 'SURVIVED'")
+        print(f"mutation: {module}: the survivors again ...", flush=True)
+        cosmic_ray("exec", work / f"{module}.toml", db, env=env)
+
+
 def run_stages_in(module: str, env: dict[str, str]) -> int:
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--stages", module], cwd=REPO, env=env
@@ -237,15 +257,22 @@ def main() -> int:
     p.add_argument(
         "--report", action="store_true", help="only report the sessions kept in --work-dir"
     )
+    p.add_argument(
+        "--retry",
+        action="store_true",
+        help="run the survivors of the sessions kept in --work-dir again (after a test fix)",
+    )
     args = p.parse_args()
     if args.stages:
         return run_stages(args.stages)
-    if args.report:
+    if args.report or args.retry:
         if args.work_dir is None:
-            p.error("--report needs --work-dir")
+            p.error("--report and --retry need --work-dir")
         _, equivalents = load_targets()
         done = sorted(path.stem for path in args.work_dir.glob("*.py.sqlite"))
         modules = [m for m in (args.module or done) if m in done]
+        if args.retry:
+            retry(args.work_dir, modules)
         return report([collect(m, args.work_dir, equivalents) for m in modules], args.fail_under)
 
     targets, equivalents = load_targets()
@@ -257,10 +284,7 @@ def main() -> int:
     src = work / "src"
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(PACKAGE, src / "cube_agent", ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-    )
+    env = mutant_env(src)
 
     results = []
     try:
