@@ -6,6 +6,7 @@ fast enough to run for every mutant in `make mutation`.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -109,6 +110,22 @@ def test_new_keys_are_long_random_and_stored_as_their_sha256():
     a, b = new_key(), new_key()
     assert a != b and a.startswith("cube_") and len(a) >= 5 + 43
     assert hash_key("x") == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+
+
+def test_keys_are_immutable_values():
+    key = keys.Key("k", HASH, ("default",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        key.admin = True  # type: ignore[misc]
+    assert {key, keys.Key("k", HASH, ("default",))} == {key}
+
+
+def test_removing_an_unknown_name_from_many_keys_is_an_error(tmp_path):
+    kf = KeyFile(tmp_path / "keys.json")
+    kf.keys = [keys.Key(f"k{i}", HASH, ("default",)) for i in range(300)]
+    with pytest.raises(KeyFileError, match="no key named 'other'"):
+        kf.remove("other")
+    kf.remove("k299")
+    assert len(kf.keys) == 299
 
 
 def test_add_remove_save_and_load_round_trip(tmp_path):
@@ -232,6 +249,21 @@ def test_an_unusable_file_leaves_no_valid_key_until_fixed(served, broken, caplog
     kf.path.write_text(good)
     reload(kf)
     assert kf.find(first).name == "first"
+
+
+def test_an_unusable_file_is_logged_once_per_change_even_with_no_keys_left(served, caplog):
+    kf, _ = served
+    kf.path.unlink()
+    reload(kf)  # no key left
+    with caplog.at_level(logging.ERROR, "cube_agent.keys"):
+        kf.path.write_text("{")  # a new change, still unusable
+        reload(kf)
+    assert "no key is valid" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, "cube_agent.keys"):
+        kf.path.unlink()  # gone while nothing was valid anyway: nothing new to say
+        reload(kf)
+    assert caplog.text == ""
 
 
 def test_a_bad_entry_keeps_the_last_good_keys(served, caplog):

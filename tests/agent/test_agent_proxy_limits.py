@@ -122,6 +122,10 @@ def test_concurrency_caps_per_agent_and_per_key():
     assert (p._active, p._active_by_key) == (3, {"a": 2, "b": 1})
     error = refusal(p._admit, None)
     assert (error.status, error.code) == (503, "overloaded")
+    big = proxy(max_concurrency=300)  # past CPython's cached small ints: a count, not identity
+    for _ in range(300):
+        big._admit(None)
+    assert refusal(big._admit, None).status == 503
     q = proxy(max_concurrency=2, max_key_concurrency=1)
     q._admit(None)
     q._admit(None)  # no key (auth off): only the agent's cap counts
@@ -145,7 +149,14 @@ def test_the_engines_hop_by_hop_and_proxy_headers_stop_at_the_agent():
         (b"Proxy-Authenticate", b"Basic"),
         (b"proxy-anything", b"x"),
         (b"X-Kept", b"k"),
+        (b"Cache-Control", b"x-also-kept"),  # a value that names a header is not Connection
+        (b"X-Also-Kept", b"a"),
         (b"x-request-id", b"engine-id"),
     ]
     kept = response_headers(SimpleNamespace(raw_headers=raw))
-    assert kept == [(b"Content-Type", b"application/json"), (b"X-Kept", b"k")]
+    assert kept == [
+        (b"Content-Type", b"application/json"),
+        (b"X-Kept", b"k"),
+        (b"Cache-Control", b"x-also-kept"),
+        (b"X-Also-Kept", b"a"),
+    ]
