@@ -66,7 +66,8 @@ def run_stages(module: str) -> int:
     target = targets[module]
     # The in-process tests need no fixture of tests/ and no plugin but the timeout: without
     # the rest (schemathesis' plugin, the suites' conftest imports) pytest starts ~5x faster.
-    light = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "tests")]))
+    light = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPATH=path)
     runs = [(["--noconftest", "-p", "pytest_timeout", *target["fast"]], light)]
     runs += [(stage, None) for stage in target.get("stages", [])]
     for args, env in runs:

@@ -108,7 +108,7 @@ def test_domains_that_may_not(domain):
 
 def test_new_keys_are_long_random_and_stored_as_their_sha256():
     a, b = new_key(), new_key()
-    assert a != b and a.startswith("cube_") and len(a) >= 5 + 43
+    assert a != b and a.startswith("cube_") and len(a) == 5 + 43  # 32 bytes, base64url
     assert hash_key("x") == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
 
 
@@ -264,6 +264,18 @@ def test_an_unusable_file_is_logged_once_per_change_even_with_no_keys_left(serve
         kf.path.unlink()  # gone while nothing was valid anyway: nothing new to say
         reload(kf)
     assert caplog.text == ""
+
+
+def test_a_path_that_cannot_be_statted_leaves_no_valid_key(tmp_path):
+    kf = KeyFile(tmp_path / "dir/keys.json")
+    first = kf.add("first", ["default"])
+    kf.save()
+    served = KeyFile.load(kf.path)
+    kf.path.unlink()
+    kf.path.parent.rmdir()
+    kf.path.parent.write_text("")  # stat() of dir/keys.json: not a directory
+    reload(served)
+    assert served.find(first) is None and served.keys == []
 
 
 def test_a_bad_entry_keeps_the_last_good_keys(served, caplog):

@@ -4,11 +4,14 @@ two real engines; these run fast enough for every mutant in `make mutation`."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from cube_agent.config import ConfigError, load_settings
 from cube_agent.errors import AgentError
 from cube_agent.routing import MAX_MATCH_CHARS, Router
 from starlette.datastructures import Headers
+from support.timing import scaled
 
 DEFAULT = "http://127.0.0.1:11434"
 
@@ -230,3 +233,13 @@ def test_a_value_longer_than_the_match_bound_is_refused_not_searched():
         route(r, headers={"x-v": "a" * (MAX_MATCH_CHARS + 1)})
     assert (caught.value.status, caught.value.code) == (400, "unroutable")
     assert "header x-v" in caught.value.message
+
+
+def test_a_backtracking_match_gives_up_within_its_timeout():
+    r = router(rule("r", match={"headers": {"x-v": "^(a|aa)+$"}}))
+    started = time.monotonic()
+    with pytest.raises(AgentError) as caught:
+        route(r, headers={"x-v": "a" * 40 + "b"})  # 2^40 steps without the timeout
+    assert time.monotonic() - started < scaled(0.8)  # MATCH_TIMEOUT is 0.05 s
+    assert (caught.value.status, caught.value.code) == (400, "unroutable")
+    assert "took too long" in caught.value.message
