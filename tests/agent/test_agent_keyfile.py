@@ -221,6 +221,16 @@ def test_the_file_is_statted_at_most_once_a_second(served):
     assert kf.find(first) is None
 
 
+def test_by_default_a_change_is_seen_once_a_second_has_passed(served):
+    kf, first = served
+    editor = KeyFile.load(kf.path)
+    editor.remove("first")
+    editor.save()
+    kf._checked = keys.time.monotonic() - 1.5
+    kf.reload_if_changed()
+    assert kf.find(first) is None
+
+
 def test_a_removed_key_stops_working(served):
     kf, first = served
     editor = KeyFile.load(kf.path)

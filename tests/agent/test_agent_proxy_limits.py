@@ -71,8 +71,12 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading():
 def test_a_body_in_one_message_is_measured():
     p = proxy(max_body=10)
     assert status_of(p, call(), body(b"x" * 11)) == 413
-    # ASGI: a message without more_body is the last one
-    assert read(p, call(), {"type": "http.request", "body": b"abc"}) == b"abc"
+    # ASGI: a message without more_body is the last one (and its bytes are reserved)
+    last = call()
+    assert read(p, last, {"type": "http.request", "body": b"abc"}) == b"abc"
+    assert last.buffered == 3
+    pieces = call()
+    assert read(p, pieces, body(b"ab", True), {"type": "http.request", "body": b"c"}) == b"abc"
     c = call()
     assert read(p, c, body(b"x" * 10)) == b"x" * 10
     assert c.buffered == 10
