@@ -18,6 +18,7 @@ import argparse
 import ast
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -62,8 +63,15 @@ def pytest_command(args: list[str]) -> list[str]:
 def run_stages(module: str) -> int:
     """The test command for one mutant: each stage in turn; the first failure kills it."""
     targets, _ = load_targets()
-    for stage in targets[module]["stages"]:
-        done = subprocess.run(pytest_command(stage), cwd=REPO, stdout=subprocess.DEVNULL)
+    target = targets[module]
+    # The in-process tests need no fixture of tests/ and no plugin but the timeout: without
+    # the rest (schemathesis' plugin, the suites' conftest imports) pytest starts ~5x faster.
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "tests")]))
+    light = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPATH=path)
+    runs = [(["--noconftest", "-p", "pytest_timeout", *target["fast"]], light)]
+    runs += [(stage, None) for stage in target.get("stages", [])]
+    for args, env in runs:
+        done = subprocess.run(pytest_command(args), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
         if done.returncode != 0:
             return 1
     return 0
@@ -82,8 +90,6 @@ def source_line(path: Path, line: int) -> str:
 def mutate(
     module: str, only: list[str] | None, work: Path, env: dict[str, str], equivalents: list[dict]
 ) -> Result:
-    from cosmic_ray.work_db import WorkDB, use_db
-    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
     started = time.monotonic()
     copy = work / "src/cube_agent" / module
@@ -103,18 +109,29 @@ def mutate(
     db = work / f"{module}.sqlite"
     db.unlink(missing_ok=True)
     cosmic_ray("init", config, db, env=env)
-    skipped, outside = skip_unscored(db, copy, only)
+    skip_unscored(db, copy, only)
     cosmic_ray("exec", config, db, env=env)
+    (work / f"{module}.seconds").write_text(f"{time.monotonic() - started:.0f}\n")
+    return collect(module, work, equivalents)
 
-    result = Result(module, 0, 0, [], [], 0.0, skipped, outside)
-    original = PACKAGE / module
-    with use_db(str(db), WorkDB.Mode.open) as wdb:
+
+def collect(module: str, work: Path, equivalents: list[dict]) -> Result:
+    """The result of a module's finished session in `work`."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    seconds = work / f"{module}.seconds"
+    result = Result(module, 0, 0, [], [], float(seconds.read_text()) if seconds.exists() else 0)
+    source = work / "src/cube_agent" / module  # as it was mutated (restored after each)
+    with use_db(str(work / f"{module}.sqlite"), WorkDB.Mode.open) as wdb:
         for item, outcome in wdb.completed_work_items:
             mutation = item.mutations[0]
             line = mutation.start_pos[0]
-            text = source_line(original, line)
+            text = source_line(source, line)
             where = f"{module}:{line} {mutation.operator_name} #{mutation.occurrence}: {text}"
             if outcome.worker_outcome == WorkerOutcome.SKIPPED:
+                result.annotations += outcome.output == "annotation"
+                result.outside += outcome.output != "annotation"
                 continue
             result.total += 1
             if outcome.test_outcome != TestOutcome.SURVIVED:
@@ -125,7 +142,6 @@ def mutate(
                 result.equivalent.append((where, reason))
             else:
                 result.survivors.append(f"{where}\n{outcome.diff or ''}")
-    result.seconds = time.monotonic() - started
     return result
 
 
@@ -207,6 +223,25 @@ def equivalent_reason(equivalents: list[dict], module: str, text: str, diff: str
     return None
 
 
+def mutant_env(src: Path) -> dict[str, str]:
+    """The environment the tests run in: the copy first on PYTHONPATH (for the agents the
+    tests start too), so the mutant is what they import."""
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path)
+
+
+def retry(work: Path, modules: list[str]) -> None:
+    """Forget the survivors' results and let cosmic-ray run them again."""
+    src = work / "src"
+    env = mutant_env(src)
+    for module in modules:
+        db = work / f"{module}.sqlite"
+        with sqlite3.connect(db) as connection:
+            connection.execute("DELETE FROM work_results WHERE upper(test_outcome) = 'SURVIVED'")
+        print(f"mutation: {module}: the survivors again ...", flush=True)
+        cosmic_ray("exec", work / f"{module}.toml", db, env=env)
+
+
 def run_stages_in(module: str, env: dict[str, str]) -> int:
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--stages", module], cwd=REPO, env=env
@@ -220,9 +255,26 @@ def main() -> int:
     p.add_argument("--module", action="append", help="only this module (repeatable)")
     p.add_argument("--fail-under", type=float, default=90.0, help="minimum total score, %%")
     p.add_argument("--work-dir", type=Path, help="keep the copy and sessions here")
+    p.add_argument(
+        "--report", action="store_true", help="only report the sessions kept in --work-dir"
+    )
+    p.add_argument(
+        "--retry",
+        action="store_true",
+        help="run the survivors of the sessions kept in --work-dir again (after a test fix)",
+    )
     args = p.parse_args()
     if args.stages:
         return run_stages(args.stages)
+    if args.report or args.retry:
+        if args.work_dir is None:
+            p.error("--report and --retry need --work-dir")
+        _, equivalents = load_targets()
+        done = sorted(path.stem for path in args.work_dir.glob("*.py.sqlite"))
+        modules = [m for m in (args.module or done) if m in done]
+        if args.retry:
+            retry(args.work_dir, modules)
+        return report([collect(m, args.work_dir, equivalents) for m in modules], args.fail_under)
 
     targets, equivalents = load_targets()
     modules = args.module or list(targets)
@@ -233,10 +285,7 @@ def main() -> int:
     src = work / "src"
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(PACKAGE, src / "cube_agent", ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-    )
+    env = mutant_env(src)
 
     results = []
     try:

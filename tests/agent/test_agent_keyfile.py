@@ -6,6 +6,7 @@ fast enough to run for every mutant in `make mutation`.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -107,8 +108,24 @@ def test_domains_that_may_not(domain):
 
 def test_new_keys_are_long_random_and_stored_as_their_sha256():
     a, b = new_key(), new_key()
-    assert a != b and a.startswith("cube_") and len(a) >= 5 + 43
+    assert a != b and a.startswith("cube_") and len(a) == 5 + 43  # 32 bytes, base64url
     assert hash_key("x") == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+
+
+def test_keys_are_immutable_values():
+    key = keys.Key("k", HASH, ("default",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        key.admin = True  # type: ignore[misc]
+    assert {key, keys.Key("k", HASH, ("default",))} == {key}
+
+
+def test_removing_an_unknown_name_from_many_keys_is_an_error(tmp_path):
+    kf = KeyFile(tmp_path / "keys.json")
+    kf.keys = [keys.Key(f"k{i}", HASH, ("default",)) for i in range(300)]
+    with pytest.raises(KeyFileError, match="no key named 'other'"):
+        kf.remove("other")
+    kf.remove("k299")
+    assert len(kf.keys) == 299
 
 
 def test_add_remove_save_and_load_round_trip(tmp_path):
@@ -132,6 +149,9 @@ def test_add_remove_save_and_load_round_trip(tmp_path):
         loaded.remove("app")
     loaded.save()
     assert [k.name for k in KeyFile.load(kf.path).keys] == ["root"]
+    loaded.add("alpha", ["default"])
+    loaded.remove("root")  # only that one, whatever the order of the names
+    assert [k.name for k in loaded.keys] == ["alpha"]
     assert [p.name for p in kf.path.parent.iterdir()] == ["keys.json"]  # no temp file left
 
 
@@ -151,6 +171,15 @@ def test_save_keeps_the_files_mode_and_makes_new_ones_0640(tmp_path):
 def test_load_of_a_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(KeyFileUnparsable, match="cube-agent keys init"):
         KeyFile.load(tmp_path / "none.json")
+
+
+def test_an_unreadable_file_is_unparsable(tmp_path):
+    (tmp_path / "dir.json").mkdir()  # stat works, reading fails (root reads anything else)
+    with pytest.raises(KeyFileUnparsable, match="Is a directory"):
+        KeyFile.load(tmp_path / "dir.json")
+    (tmp_path / "latin.json").write_bytes(b'{"keys": [], "x": "\xff"}')
+    with pytest.raises(KeyFileUnparsable, match="codec can't decode"):
+        KeyFile.load(tmp_path / "latin.json")
 
 
 @pytest.fixture
@@ -192,6 +221,16 @@ def test_the_file_is_statted_at_most_once_a_second(served):
     assert kf.find(first) is None
 
 
+def test_by_default_a_change_is_seen_once_a_second_has_passed(served):
+    kf, first = served
+    editor = KeyFile.load(kf.path)
+    editor.remove("first")
+    editor.save()
+    kf._checked = keys.time.monotonic() - 1.5
+    kf.reload_if_changed()
+    assert kf.find(first) is None
+
+
 def test_a_removed_key_stops_working(served):
     kf, first = served
     editor = KeyFile.load(kf.path)
@@ -220,6 +259,33 @@ def test_an_unusable_file_leaves_no_valid_key_until_fixed(served, broken, caplog
     kf.path.write_text(good)
     reload(kf)
     assert kf.find(first).name == "first"
+
+
+def test_an_unusable_file_is_logged_once_per_change_even_with_no_keys_left(served, caplog):
+    kf, _ = served
+    kf.path.unlink()
+    reload(kf)  # no key left
+    with caplog.at_level(logging.ERROR, "cube_agent.keys"):
+        kf.path.write_text("{")  # a new change, still unusable
+        reload(kf)
+    assert "no key is valid" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, "cube_agent.keys"):
+        kf.path.unlink()  # gone while nothing was valid anyway: nothing new to say
+        reload(kf)
+    assert caplog.text == ""
+
+
+def test_a_path_that_cannot_be_statted_leaves_no_valid_key(tmp_path):
+    kf = KeyFile(tmp_path / "dir/keys.json")
+    first = kf.add("first", ["default"])
+    kf.save()
+    served = KeyFile.load(kf.path)
+    kf.path.unlink()
+    kf.path.parent.rmdir()
+    kf.path.parent.write_text("")  # stat() of dir/keys.json: not a directory
+    reload(served)
+    assert served.find(first) is None and served.keys == []
 
 
 def test_a_bad_entry_keeps_the_last_good_keys(served, caplog):

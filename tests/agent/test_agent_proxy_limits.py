@@ -71,6 +71,12 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading():
 def test_a_body_in_one_message_is_measured():
     p = proxy(max_body=10)
     assert status_of(p, call(), body(b"x" * 11)) == 413
+    # ASGI: a message without more_body is the last one (and its bytes are reserved)
+    last = call()
+    assert read(p, last, {"type": "http.request", "body": b"abc"}) == b"abc"
+    assert last.buffered == 3
+    pieces = call()
+    assert read(p, pieces, body(b"ab", True), {"type": "http.request", "body": b"c"}) == b"abc"
     c = call()
     assert read(p, c, body(b"x" * 10)) == b"x" * 10
     assert c.buffered == 10
@@ -122,6 +128,14 @@ def test_concurrency_caps_per_agent_and_per_key():
     assert (p._active, p._active_by_key) == (3, {"a": 2, "b": 1})
     error = refusal(p._admit, None)
     assert (error.status, error.code) == (503, "overloaded")
+    big = proxy(max_concurrency=300)  # past CPython's cached small ints: a count, not identity
+    for _ in range(300):
+        big._admit(None)
+    assert refusal(big._admit, None).status == 503
+    per_key = proxy(max_concurrency=1000, max_key_concurrency=300)
+    for _ in range(300):
+        per_key._admit("a")
+    assert refusal(per_key._admit, "a").status == 429
     q = proxy(max_concurrency=2, max_key_concurrency=1)
     q._admit(None)
     q._admit(None)  # no key (auth off): only the agent's cap counts
@@ -145,7 +159,16 @@ def test_the_engines_hop_by_hop_and_proxy_headers_stop_at_the_agent():
         (b"Proxy-Authenticate", b"Basic"),
         (b"proxy-anything", b"x"),
         (b"X-Kept", b"k"),
+        (b"Cache-Control", b"x-also-kept"),  # a value that names a header is not Connection
+        (b"X-Also-Kept", b"a"),
         (b"x-request-id", b"engine-id"),
+        (b"X-Note", b"x-kept"),  # so is one whose name sorts after "connection"
     ]
     kept = response_headers(SimpleNamespace(raw_headers=raw))
-    assert kept == [(b"Content-Type", b"application/json"), (b"X-Kept", b"k")]
+    assert kept == [
+        (b"Content-Type", b"application/json"),
+        (b"X-Kept", b"k"),
+        (b"Cache-Control", b"x-also-kept"),
+        (b"X-Also-Kept", b"a"),
+        (b"X-Note", b"x-kept"),
+    ]

@@ -4,10 +4,14 @@ two real engines; these run fast enough for every mutant in `make mutation`."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from cube_agent.config import ConfigError, load_settings
-from cube_agent.routing import Router
+from cube_agent.errors import AgentError
+from cube_agent.routing import MAX_MATCH_CHARS, Router
 from starlette.datastructures import Headers
+from support.timing import scaled
 
 DEFAULT = "http://127.0.0.1:11434"
 
@@ -207,3 +211,35 @@ def test_routes_file_missing_empty_or_absent(tmp_path):
     listed.write_text("rules:\n  - name: r\n    target: http://10.0.0.1:8000\n")
     loaded = Router.from_settings(load_settings(target_url=DEFAULT, routes_file=listed))
     assert [x.name for x in loaded.rules] == ["r"]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("/", "strip_prefix is whole path segments"),
+        ("/a%2Fb", "strip_prefix '/a%2Fb' is not a canonical path"),
+        ("/a/../b", "strip_prefix '/a/../b' is not a canonical path"),
+    ],
+)
+def test_strip_prefix_is_whole_segments_without_escapes(prefix, message):
+    with pytest.raises(ConfigError, match=message):
+        router(rule("r", strip_prefix=prefix))
+
+
+def test_a_value_longer_than_the_match_bound_is_refused_not_searched():
+    r = router(rule("r", match={"headers": {"x-v": "a$"}}))
+    assert route(r, headers={"x-v": "a" * MAX_MATCH_CHARS})[2] == "r"  # at the bound
+    with pytest.raises(AgentError) as caught:
+        route(r, headers={"x-v": "a" * (MAX_MATCH_CHARS + 1)})
+    assert (caught.value.status, caught.value.code) == (400, "unroutable")
+    assert "header x-v" in caught.value.message
+
+
+def test_a_backtracking_match_gives_up_within_its_timeout():
+    r = router(rule("r", match={"headers": {"x-v": "^(a|aa)+$"}}))
+    started = time.monotonic()
+    with pytest.raises(AgentError) as caught:
+        route(r, headers={"x-v": "a" * 40 + "b"})  # 2^40 steps without the timeout
+    assert time.monotonic() - started < scaled(0.8)  # MATCH_TIMEOUT is 0.05 s
+    assert (caught.value.status, caught.value.code) == (400, "unroutable")
+    assert "took too long" in caught.value.message

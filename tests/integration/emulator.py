@@ -18,8 +18,9 @@ from support.timing import scaled
 PROMPT = "CUBE-TEST-PROMPT# "
 # Set in two quoted halves so the echo of the command that sets it never matches.
 PROMPT_SETTING = "PS1='CUBE-TEST''-PROMPT# ' PS2=''"
-# The guest's shell prompt after an automatic root login (bash, dash or busybox sh).
-ROOT_SHELL = re.compile(r"[#$] $")
+# The guest's shell prompt after an automatic root login (bash, dash or busybox sh, whose
+# line editor asks the terminal for the cursor position right after the prompt).
+ROOT_SHELL = re.compile(r"[#$] (\x1b\[6n)?$")
 ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -76,8 +77,9 @@ class Emulator:
         # Kernel messages would land in the middle of command output.
         self.qemu.sendline("")
         self.qemu.expect(ROOT_SHELL, timeout=scaled(60))
-        # A plain POSIX shell: no line editor writing escape sequences around the output.
-        self.qemu.sendline("exec /bin/sh")
+        # A plain POSIX shell: no line editor writing escape sequences around the output
+        # (dash where there is one: busybox's sh edits lines whenever it is interactive).
+        self.qemu.sendline("exec $(command -v dash || echo /bin/sh)")
         self.qemu.expect(ROOT_SHELL, timeout=scaled(30))
         self.qemu.sendline(f"stty -echo -onlcr cols 4000; dmesg -n 1; {PROMPT_SETTING}")
         self.qemu.expect_exact(PROMPT, timeout=scaled(30))
