@@ -4,8 +4,6 @@
 #
 ################################################################################
 
-# Everything installed comes from this directory and the generator:
-# no download.
 # What this package installs comes from the generator (its templates) and
 # this directory: the generator is its source, so legal-info lists it.
 CUBE_MODELS_SITE = $(BR2_EXTERNAL_CUBE_PATH)/../generator

@@ -17,7 +17,7 @@ from buildroot_support import REPO, sha256_lines
 pytestmark = pytest.mark.buildroot
 
 PACKAGES = sorted(p.name for p in (REPO / "package").iterdir() if p.is_dir())
-LOCAL = ("cube-agent", "cube-models", "cube-llama-server")
+LOCAL = ("cube-agent", "cube-models", "cube-llama-server", "cube-state")
 # Sources that may not be republished: binaries with NVIDIA's CUDA libraries.
 NOT_REDISTRIBUTED = {"ollama", "vllm"}
 
@@ -53,7 +53,8 @@ def test_sources_are_republished_only_where_allowed(legal, package):
 def test_the_repository_is_apache_2_0_everywhere_it_says_so():
     text = (REPO / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
-    for copy in ("agent/LICENSE", "generator/LICENSE"):  # the local packages' sources
+    # The local packages' sources.
+    for copy in ("agent/LICENSE", "generator/LICENSE", "package/cube-state/LICENSE"):
         assert (REPO / copy).read_text() == text, copy
 
 
