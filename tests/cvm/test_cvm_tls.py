@@ -160,6 +160,26 @@ def test_each_start_makes_a_new_key_that_is_never_written(tmp_path: Path) -> Non
     assert seen[0] != seen[1]
 
 
+@pytest.mark.parametrize("given", [False, True])
+def test_the_serving_agent_keeps_no_cryptography_loaded(tmp_path: Path, given: bool) -> None:
+    """Keys and certificates are handled in a child process: cryptography is 10 MB of RSS
+    for the whole life of a process that imports it once (the idle RSS target)."""
+    settings = {"tls": "on"}
+    if given:
+        identity = tls.generate()
+        (tmp_path / "cert.pem").write_bytes(identity.cert_pem)
+        (tmp_path / "key.pem").write_bytes(identity.key_pem)
+        settings |= {"tls_cert_file": str(tmp_path / "cert.pem"),
+                     "tls_key_file": str(tmp_path / "key.pem")}  # fmt: skip
+    process, port = start(tmp_path, **settings)
+    try:
+        https_health(port)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+    finally:
+        process.stop()
+    assert "/cryptography/" not in maps
+
+
 def test_a_user_supplied_certificate_is_served_and_bound(tmp_path: Path, fake_tsm) -> None:
     given = tls.generate(["cvm.example"])
     (tmp_path / "cert.pem").write_bytes(given.cert_pem)

@@ -138,7 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
     for name, value in overrides.items():
         os.environ[ENV_PREFIX + name.upper()] = str(value)
     if identity is not None:  # public: each worker's /attestation binds this key
-        os.environ[tls.CERT_ENV] = identity.cert_pem.decode()
+        os.environ[tls.SPKI_ENV] = identity.spki_der.hex()
     load_files(settings)  # a bad routes or key file stops start-up here, with one line
     metrics_dir = _metrics_dir()
     logging.getLogger("cube_agent").info(

@@ -30,17 +30,18 @@ from typing import Any
 
 from .config import ConfigError
 
-# cryptography is imported where a key or certificate is handled: an agent serving plain
-# HTTP (loopback, sandbox) does not load it (about 9 MB of its idle RSS, measured).
+# cryptography is imported where a key or certificate is handled, and the serving agent
+# handles them in a short-lived child process (identity_for): loaded once, cryptography
+# stays in a process for good (10 MB of the agent's idle RSS, measured).
 
 DOMAIN = b"cube-hal attested-tls v1\0"
 NONCE_BYTES = 32
 # A self-signed certificate's dates carry no trust here (the key is pinned after
 # attestation); long enough that no clock in a VM makes it expire under a client.
 VALIDITY = datetime.timedelta(days=3650)
-# Set by the CLI for worker processes (each builds its app from the environment):
-# the serving certificate, public, so /attestation binds the key the listener uses.
-CERT_ENV = "CUBE_AGENT_TLS_CERT_PEM"
+# Set by the CLI for worker processes (each builds its app from the environment): the
+# serving key's SubjectPublicKeyInfo (DER, hex), so /attestation binds the listener's key.
+SPKI_ENV = "CUBE_AGENT_TLS_SPKI"
 
 
 class TlsError(ConfigError):
@@ -72,15 +73,13 @@ def cert_spki(cert_pem: bytes) -> bytes:
 
 @dataclass
 class TlsIdentity:
-    """A certificate chain and its private key, both PEM, held in memory."""
+    """A certificate chain and its private key, both PEM, held in memory, and the
+    certificate's SubjectPublicKeyInfo (DER): what attestation binds."""
 
     cert_pem: bytes
     key_pem: bytes
+    spki_der: bytes
     _fd: int | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def spki_der(self) -> bytes:
-        return cert_spki(self.cert_pem)
 
     @property
     def spki_sha256(self) -> str:
@@ -141,7 +140,8 @@ def generate(names: list[str] | None = None) -> TlsIdentity:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return TlsIdentity(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    return TlsIdentity(cert_pem, key_pem, cert_spki(cert_pem))
 
 
 def load(cert_file: Path, key_file: Path) -> TlsIdentity:
@@ -163,18 +163,15 @@ def load(cert_file: Path, key_file: Path) -> TlsIdentity:
         serialization.Encoding.DER, public
     ) != key.public_key().public_bytes(serialization.Encoding.DER, public):
         raise TlsError(f"{key_file} is not the key of the certificate in {cert_file}")
-    identity = TlsIdentity(cert_pem, key_pem)
+    identity = TlsIdentity(cert_pem, key_pem, cert_spki(cert_pem))
     identity.ssl_context()  # fail at start-up, not on the first connection
     return identity
 
 
 def from_environment() -> bytes | None:
-    """The serving certificate's SPKI as the CLI passed it to worker processes."""
-    pem = os.environ.get(CERT_ENV)
-    if not pem:
-        return None
+    """The serving key's SPKI as the CLI passed it to worker processes."""
     with contextlib.suppress(ValueError):
-        return cert_spki(pem.encode())
+        return bytes.fromhex(os.environ.get(SPKI_ENV, "")) or None
     return None
 
 
@@ -187,9 +184,56 @@ def identity_for(settings: Any) -> TlsIdentity | None:
     if not settings.serves_tls:
         return None
     if settings.tls_cert_file is not None:
-        return load(settings.tls_cert_file, settings.tls_key_file)
-    names = [] if settings.host in ("0.0.0.0", "::", "") else [settings.host]
-    return generate(names)
+        request = {"load": [str(settings.tls_cert_file), str(settings.tls_key_file)]}
+    else:
+        request = {"generate": [] if settings.host in ("0.0.0.0", "::", "") else [settings.host]}
+    return _in_child(request)
+
+
+def _in_child(request: dict[str, list[str]]) -> TlsIdentity:
+    """generate() or load() in a child process (see the note on cryptography above); the
+    key comes back over a pipe, never through a file."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", __name__],
+        input=json.dumps(request).encode(),
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise TlsError(why[-1] if why else f"the TLS helper exited {proc.returncode}")
+    answer = json.loads(proc.stdout)
+    return TlsIdentity(
+        answer["cert_pem"].encode(), answer["key_pem"].encode(), bytes.fromhex(answer["spki"])
+    )
+
+
+def _child() -> int:
+    """The child's side of _in_child: one JSON request on stdin, the identity on stdout."""
+    import json
+    import sys
+
+    request = json.load(sys.stdin)
+    try:
+        if "load" in request:
+            identity = load(*(Path(p) for p in request["load"]))
+        else:
+            identity = generate(request["generate"])
+    except TlsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    answer = {
+        "cert_pem": identity.cert_pem.decode(),
+        "key_pem": identity.key_pem.decode(),
+        "spki": identity.spki_der.hex(),
+    }
+    json.dump(answer, sys.stdout)
+    return 0
 
 
 def run(app: Any, options: dict[str, Any], plain: tuple[str, int] | None) -> None:
@@ -224,3 +268,7 @@ def run(app: Any, options: dict[str, Any], plain: tuple[str, int] | None) -> Non
         runner.run(both())
     if not (main.started and extra.started):
         raise SystemExit(STARTUP_FAILURE)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child())
