@@ -561,8 +561,13 @@ def make_verity_root(root: Path, images: Path) -> None:
 # --- booting -----------------------------------------------------------------------------
 
 
-def launch_env(image: Path, agent_port: int, memory: str = "2G") -> dict[str, str]:
-    """Environment for the board's launch-vm: this image, a throw-away disk, the agent forward."""
+def launch_env(
+    image: Path, agent_port: int, memory: str = "2G", state: Path | None = None
+) -> dict[str, str]:
+    """Environment for the board's launch-vm: this image, the agent forward, and either a
+    state disk of the caller's (`state`: kept across launches, as a real VM's is) or
+    throw-away writes (-snapshot), so the cached image stays pristine either way (its
+    verified root is attached read-only)."""
     env = dict(
         os.environ,
         IMAGE_DIR=str(image),
@@ -570,10 +575,10 @@ def launch_env(image: Path, agent_port: int, memory: str = "2G") -> dict[str, st
         MEM=memory,
         # KVM hangs on these machines: TCG unless told otherwise.
         ACCEL=os.environ.get("CUBE_QEMU_ACCEL", "tcg"),
-        # -snapshot: writes go to a temporary file, so the cached image stays pristine
-        # (a reboot inside the guest keeps them: it is the same QEMU process).
-        EXTRA_ARGS="-snapshot",
+        EXTRA_ARGS="-snapshot" if state is None else "",
     )
+    if state is not None:
+        env["STATE"] = str(state)  # launch-vm makes it (blank, sparse) when missing
     return env
 
 

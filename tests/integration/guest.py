@@ -143,6 +143,19 @@ class Guest:
         """Undo override(): the image's own file again."""
         self.console.check(f"umount {path}")
 
+    def relaunch(self, kernel_args: str = "") -> None:
+        """Power off and launch again with the same disks (see Emulator.relaunch), the
+        image's kernel command line with `kernel_args` added for this launch only."""
+        env = self.console.env
+        env.pop("KERNEL_CMDLINE", None)
+        if kernel_args:
+            line = (self.image / "kernel-cmdline").read_text().strip()
+            env["KERNEL_CMDLINE"] = f"{line} {kernel_args}"
+        seconds = self.console.relaunch()
+        TIMINGS.append(f"{self.init} image relaunched to a shell in {seconds:.0f} s")
+        self._verified = None  # a new boot: a new TLS key
+        self.start_test_tsm()
+
     def configured_models(self) -> list[str]:
         """CUBE_MODELS from the image's env file, as `ollama list` names them."""
         line = self.console.check(". /etc/default/pull-models && echo $CUBE_MODELS")
@@ -203,7 +216,8 @@ def boot(init: str, log_dir: Path) -> Iterator[Guest]:
     """Boot the image for this init system; always kill QEMU afterwards."""
     image, offline = image_for(init)
     port = free_port()
-    env = testimage.launch_env(image, port)
+    # The guest's own state disk, kept across relaunches (a real VM's /var is).
+    env = testimage.launch_env(image, port, state=log_dir / f"{init}-state.img")
     if not offline:
         env.pop("EXTRA_ARGS")  # a real image: launch-vm's own defaults, writes included
     measurement = predict_measurement(image, log_dir / f"{init}-measure") if offline else None
@@ -211,8 +225,7 @@ def boot(init: str, log_dir: Path) -> Iterator[Guest]:
         shutil.copytree(image / "test-root", log_dir / f"{init}-measure" / "test-root")
     console = Emulator(testimage.launch_command(), env, log_dir / f"{init}.log")
     try:
-        console.start()
-        seconds = console.login()
+        seconds = console.boot()
         TIMINGS.append(f"{init} image booted to a shell in {seconds:.0f} s")
         guest = Guest(console, f"https://127.0.0.1:{port}", init, offline, image, measurement)
         guest.start_test_tsm()

@@ -1,7 +1,7 @@
-"""The systemd image, booted once for the whole module: services, models, agent, reboot.
+"""The systemd image, booted once for the whole module: services, models, agent, relaunch.
 
-The tests run in file order on one VM and some change its state (they say so); the reboot
-comes last. In the offline test image the engines are the doubles from tests/doubles/.
+The tests run in file order on one VM and some change its state (they say so); the relaunches
+come last. In the offline test image the engines are the doubles from tests/doubles/.
 """
 
 from __future__ import annotations
@@ -272,16 +272,37 @@ def test_a_killed_engine_is_restarted_by_systemd(guest: Guest) -> None:
     assert show(guest, "ollama", "NRestarts") != "0"
 
 
-def test_a_reboot_keeps_the_state_disk(guest: Guest) -> None:
-    """Pulled models and the agent's keys live on the state disk: a reboot keeps them."""
+def monotonic_us(guest: Guest, unit: str, prop: str) -> int:
+    return int(show(guest, unit, f"{prop}Monotonic"))
+
+
+def test_an_unreachable_engine_does_not_hold_up_boot(guest: Guest) -> None:
+    """Changes the VM: a launch with Ollama masked on the kernel command line (the root is
+    read-only), so pull-models finds no engine and retries. multi-user.target must be
+    reached while pull-models is still at it: a pull that held up boot would end first."""
+    guest.relaunch(kernel_args="systemd.mask=ollama.service")
+    console = guest.console
+    console.wait_for("systemctl is-active multi-user.target", timeout=180, interval=2)
+    assert show(guest, "ollama", "LoadState") == "masked"
+    reached = monotonic_us(guest, "multi-user.target", "ActiveEnterTimestamp")
+    started = monotonic_us(guest, "pull-models", "ExecMainStartTimestamp")
+    assert 0 < started < reached, "pull-models had not started when boot finished"
+    ended = monotonic_us(guest, "pull-models", "ExecMainExitTimestamp")  # 0: still running
+    assert ended == 0 or ended > reached, "boot waited for pull-models"
+    log = console.check("journalctl -b -o cat -u pull-models")
+    assert "engine not answering" in log
+
+
+def test_a_relaunch_keeps_the_state_disk(guest: Guest) -> None:
+    """Pulled models and the agent's keys live on the state disk: powering the VM off and
+    launching it again (a confidential VM's reboot) keeps them."""
     models = guest.configured_models()
     key = guest.admin_key()
     boot_id = guest.console.check("cat /proc/sys/kernel/random/boot_id")
-    guest.console.reboot()
+    guest.relaunch()
     assert guest.console.check("cat /proc/sys/kernel/random/boot_id") != boot_id
     assert guest.console.check(f"cat {AGENT_KEY_FILE}") == key
     assert "formatting" not in guest.console.check("journalctl -b -o cat -u cube-state")
-    guest.start_test_tsm()
     wait_for_pull_models(guest)
     # Nothing was pulled again on this boot: every model was already there.
     log = guest.console.check("journalctl -b -o cat -u pull-models")
