@@ -629,17 +629,17 @@ def without_named(headers: list[tuple[str, str]], connection: list[str]) -> list
 def response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
     """The engine's headers a client may get: no hop-by-hop ones (fixed or named by its
     Connection header), no Proxy-*, none the agent sets itself."""
+    kept: list[tuple[bytes, bytes]] = []
     named: set[bytes] = set()
     for name, value in resp.raw_headers:
-        if name.lower() == b"connection":
+        low = name.lower()
+        if low not in _DROP_RESPONSE_ALL and not low.startswith(b"proxy-"):
+            kept.append((name, value))
+        elif low == b"connection":
             named.update(t.strip().lower() for t in value.split(b","))
-    return [
-        (name, value)
-        for name, value in resp.raw_headers
-        if (low := name.lower()) not in _DROP_RESPONSE_ALL
-        and low not in named
-        and not low.startswith(b"proxy-")
-    ]
+    if named:  # rare: an engine that names more hop-by-hop headers
+        return [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
 
 
 async def until_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:

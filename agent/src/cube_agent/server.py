@@ -86,6 +86,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # between requests or inside a head: the limits apply
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._read_bytes = 0  # the size of the read being parsed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -101,6 +102,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        self._read_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -126,11 +128,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
 
     def on_headers_complete(self) -> None:
-        # Exact size now (the read may have carried body bytes too).
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self._limits.max_head_bytes:
-            self._head_too_large()
-            raise _Refused  # stops the parser: no request is made of this head
+        # The earlier reads of this head and the current one bound its size; only when
+        # they could pass the limit is it measured exactly (the read may carry body too).
+        limit = self._limits.max_head_bytes
+        if self._head_bytes + self._read_bytes > limit:
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > limit:
+                self._head_too_large()
+                raise _Refused  # stops the parser: no request is made of this head
         self._in_head = False
         self._head_bytes = 0
         self._cancel_head_timer()
