@@ -488,6 +488,16 @@ def div(x: float, y: float) -> float:
     return x / y if y else float("inf")
 
 
+def paired_ratio(a: dict, b: dict) -> float:
+    """The median of the per-round req/s ratios of `a` to `b`: the two run seconds apart in
+    each round, so a machine that slows down between rounds (neighbours, steal) slows both;
+    the ratio of the medians would mix one round's `a` with another's `b`."""
+    pairs = list(zip(a.get("rounds", []), b.get("rounds", []), strict=False))
+    if not pairs:
+        return div(a["rps"], b["rps"])
+    return statistics.median(div(x["rps"], y["rps"]) for x, y in pairs)
+
+
 def check_targets(res: dict, name: str = "agent") -> list[dict]:
     """Each target of issue 9 against the agent (or agent-tls: the same targets against the
     same plain references, so the price of TLS counts against it)."""
@@ -510,7 +520,7 @@ def check_targets(res: dict, name: str = "agent") -> list[dict]:
         if bare is None:
             add(f"c=32 {kind}: req/s ≥ {MIN_VS_BARE}x bare proxy", "bare proxy not run", None)
         else:
-            ratio = div(a[scen]["rps"], bare[scen]["rps"])
+            ratio = paired_ratio(a[scen], bare[scen])
             add(
                 f"c=32 {kind}: req/s ≥ {MIN_VS_BARE}x bare proxy",
                 f"{ratio:.2f}x",
@@ -734,7 +744,7 @@ def preflight(names: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run (default 2)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds, medians taken (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds, medians taken (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up seconds per load kind")
     ap.add_argument("--ttfb-requests", type=int, default=20, help="streamed probes per round")
     ap.add_argument("--quick", action="store_true", help="one round, few probes: a smoke run")

@@ -123,9 +123,14 @@ def test_verdicts_follow_the_figures(run) -> None:
     agent["spread_ms"] = direct["spread_ms"]
     assert verdict(results, "stream not buffered") is True
 
-    agent["plain_c32"]["rps"] = bare["plain_c32"]["rps"] * 0.5
+    def agent_rounds_at(share: float) -> None:
+        pairs = zip(agent["plain_c32"]["rounds"], bare["plain_c32"]["rounds"], strict=True)
+        for mine, theirs in pairs:
+            mine["rps"] = theirs["rps"] * share
+
+    agent_rounds_at(0.5)
     assert verdict(results, "c=32 plain: req/s") is False
-    agent["plain_c32"]["rps"] = bare["plain_c32"]["rps"]
+    agent_rounds_at(1.0)
     assert verdict(results, "c=32 plain: req/s") is True
 
     agent["plain_c1"]["p50_ms"] = direct["plain_c1"]["p50_ms"] + 5
@@ -133,6 +138,14 @@ def test_verdicts_follow_the_figures(run) -> None:
 
     agent["rss_idle_mb"] = 200
     assert verdict(results, "idle RSS") is False
+
+
+def test_the_ratio_to_the_bare_proxy_pairs_the_runs_of_each_round() -> None:
+    """Rounds run seconds apart for both: a round in which the machine was slow for both
+    must not be set against another round's figure (the ratio of medians would say 0.45)."""
+    agent = {"rps": 45.0, "rounds": [{"rps": 90.0}, {"rps": 45.0}, {"rps": 30.0}]}
+    bare = {"rps": 100.0, "rounds": [{"rps": 100.0}, {"rps": 50.0}, {"rps": 100.0}]}
+    assert bench.paired_ratio(agent, bare) == pytest.approx(0.9)
 
 
 def test_tls_is_priced_and_judged_by_the_same_targets(run) -> None:
