@@ -180,6 +180,29 @@ def test_the_serving_agent_keeps_no_cryptography_loaded(tmp_path: Path, given: b
     assert "/cryptography/" not in maps
 
 
+@pytest.mark.parametrize("sends", [b"", b"\x16\x03\x01\x02\x00\x01"])
+def test_a_tls_handshake_that_never_ends_is_dropped_at_the_header_timeout(
+    tmp_path: Path, sends: bytes
+) -> None:
+    """Silence, or the first bytes of a ClientHello and no more: the event loop would wait
+    60 s for the rest, and such a connection was not yet under the connection cap."""
+    process, port = start(tmp_path, tls="on", header_timeout="2")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(sends)
+            started = time.monotonic()
+            try:
+                while conn.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+            waited = time.monotonic() - started
+        assert https_health(port) == 200
+    finally:
+        process.stop()
+    assert 1.5 < waited < 8, f"closed after {waited:.1f} s"
+
+
 def test_a_user_supplied_certificate_is_served_and_bound(tmp_path: Path, fake_tsm) -> None:
     given = tls.generate(["cvm.example"])
     (tmp_path / "cert.pem").write_bytes(given.cert_pem)

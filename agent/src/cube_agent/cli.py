@@ -96,12 +96,13 @@ def _serve(args: argparse.Namespace) -> int:
     }
     settings = load_settings(**overrides)
     setup_logging(settings.log_level)
-    # loop "auto" takes uvloop when installed (extra "fast"). HTTP: httptools, with the
-    # head size, header-read timeout and connection cap of server.py.
+    # uvloop when installed (extra "fast"), httptools, with the head size, header-read and
+    # TLS handshake timeouts and the connection cap of server.py.
     options = {
         "host": settings.host,
         "port": settings.port,
         "http": "cube_agent.server:BoundedHttpToolsProtocol",
+        "loop": "cube_agent.server:bounded_loop",
         "timeout_keep_alive": settings.keepalive_timeout,
         "log_config": None,
         "access_log": False,

@@ -13,7 +13,9 @@ one place every byte passes (`data_received`):
   connection opened or the request's first byte arrived, or the connection gets 408 and
   is closed (this also ends connections that never send anything);
 - a connection cap: past `max_connections` open connections, a new one gets 503 at once
-  and is closed, so half-open connections cannot exhaust the process's descriptors.
+  and is closed, so half-open connections cannot exhaust the process's descriptors;
+- and, through the loop it runs on (`bounded_loop`), a TLS handshake bounded by the
+  header-read timeout too.
 
 Everything else (parsing, flow control, keep-alive, pipelining) stays uvicorn's. The
 limits come from Settings (`configure`, called by create_app in every worker process).
@@ -66,6 +68,25 @@ def raise_descriptor_limit(wanted: int) -> None:
             "the descriptor limit is below what the connection cap needs",
             extra={"nofile": new, "needed": wanted},
         )
+
+
+def bounded_loop() -> asyncio.AbstractEventLoop:
+    """uvicorn's own loop (uvloop when installed) whose TLS listeners give a client
+    `header_timeout` seconds for its handshake: the event loop's default is 60 s, and a
+    connection reaches the protocol (the cap, the head timer) only once it is done, so a
+    silent TLS client held a descriptor for a minute. uvicorn takes it as `loop`."""
+    from uvicorn.loops.auto import auto_loop_factory
+
+    loop = auto_loop_factory(use_subprocess=False)()
+    create_server = loop.create_server
+
+    async def create_bounded_server(*args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", LIMITS.header_timeout)
+        return await create_server(*args, **kwargs)
+
+    loop.create_server = create_bounded_server  # type: ignore[method-assign]
+    return loop
 
 
 def _answer(status: int, reason: str, code: str, message: str) -> bytes:
