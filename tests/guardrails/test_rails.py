@@ -150,3 +150,29 @@ def test_guardrails_on_without_nemoguardrails_is_a_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "nemoguardrails", None)  # makes the import fail
     with pytest.raises(ConfigError, match="nemoguardrails is not installed"):
         Guardrails(DEFAULT_CONFIG_DIR, "http://127.0.0.1:1", CollectorRegistry())
+
+
+def test_an_answer_too_large_to_judge_is_a_502_and_closes_the_engine_stream(fresh_judge):
+    """The output rails judge the whole answer: it is held at most max_answer bytes (the
+    proxy's bound on any answer it holds), not whatever the engine streams."""
+    from starlette.responses import StreamingResponse
+
+    rails = Guardrails(DEFAULT_CONFIG_DIR, fresh_judge.url, CollectorRegistry(), max_answer=4096)
+    sent, closed = [], []
+
+    async def engine_stream():
+        try:
+            for _ in range(1000):  # 1 MB, a KiB an event
+                sent.append(1)
+                yield b"data: " + b"x" * 1018 + b"\n\n"
+        finally:
+            closed.append(True)
+
+    async def forward(_: bytes):
+        return StreamingResponse(engine_stream(), media_type="text/event-stream")
+
+    body = b'{"model": "judge", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    with pytest.raises(AgentError) as err:
+        run(rails.guard("openai", body, forward))
+    assert err.value.status == 502
+    assert closed == [True] and len(sent) < 10

@@ -83,6 +83,7 @@ class Guardrails:
         engine_url: str,
         registry: CollectorRegistry = REGISTRY,
         cache_size: int = 4096,
+        max_answer: int = 32 * 1024 * 1024,
     ) -> None:
         where = f"{ENV_PREFIX}GUARDRAILS_CONFIG={config_dir}"
         try:
@@ -105,6 +106,7 @@ class Guardrails:
         self._rails_lock = asyncio.Lock()
         self._seen: OrderedDict[bytes, Verdict] = OrderedDict()
         self._cache_size = cache_size
+        self.max_answer = max_answer  # an answer held whole for the output rails (502)
         # Only exists when guardrails are on.
         blocked = Counter(
             "cube_agent_guardrails_blocked",
@@ -117,7 +119,12 @@ class Guardrails:
 
     @classmethod
     def from_settings(cls, settings: Any, registry: CollectorRegistry = REGISTRY) -> Guardrails:
-        return cls(Path(settings.guardrails_config), settings.target, registry)
+        return cls(
+            Path(settings.guardrails_config),
+            settings.target,
+            registry,
+            max_answer=settings.max_answer_bytes,
+        )
 
     async def _rails_for(self, model: str | None) -> Any:
         """One LLMRails per judging model, built on first use (about a second, off-loop)."""
@@ -235,7 +242,7 @@ class Guardrails:
         if not self.has_output or response.status_code != 200:
             return response
 
-        raw = await _read_body(response)
+        raw = await _read_body(response, self.max_answer)
         text = answer_text(api, raw, stream)
         verdict = await self.check_output(text, messages, model)
         if verdict.blocked:
@@ -283,11 +290,26 @@ def _rewrite(message: dict[str, Any], rewrites: dict[str, str | None]) -> dict[s
     return message
 
 
-async def _read_body(response: Response) -> bytes:
+async def _read_body(response: Response, limit: int) -> bytes:
+    """The whole answer, for the output rails to judge: at most `limit` bytes (502 past
+    it, and the engine's stream is closed), as the proxy holds any whole answer."""
     iterator = getattr(response, "body_iterator", None)
     if iterator is None:
         return bytes(response.body)
-    chunks = [c.encode() if isinstance(c, str) else bytes(c) async for c in iterator]
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for c in iterator:
+            chunk = c.encode() if isinstance(c, str) else bytes(c)
+            size += len(chunk)
+            if size > limit:
+                raise AgentError(
+                    502, "the engine's answer is larger than the agent holds", "upstream_error"
+                )
+            chunks.append(chunk)
+    finally:
+        if size > limit and hasattr(iterator, "aclose"):
+            await iterator.aclose()  # the relay closes the engine connection
     if response.background is not None:
         await response.background()
     return b"".join(chunks)
