@@ -24,9 +24,9 @@ def proxy(**limits: int) -> Proxy:
     return Proxy(router, Auth(None), Metrics(), ProxyLimits(**limits))
 
 
-def call(declared: int | None = None) -> SimpleNamespace:
+def call(declared: int | None = None, key: str | None = None) -> SimpleNamespace:
     headers = {} if declared is None else {"content-length": str(declared)}
-    return SimpleNamespace(headers=headers, buffered=0)
+    return SimpleNamespace(headers=headers, buffered=0, bucket=key)
 
 
 def receiver(*messages: dict):
@@ -104,6 +104,28 @@ def test_the_body_budget_is_shared_by_every_request():
     second = call()
     assert read(p, second, body(b"y" * 5)) == b"y" * 5  # exactly the budget
     assert p._buffered == 15 and second.buffered == 5
+
+
+def test_one_key_holds_at_most_its_share_of_the_body_budget():
+    """Slow uploads with one key (a body announced, then trickled) hold budget: that key
+    gets 429 past its share (the concurrency's: 2 of 4 here), the others still get in."""
+    p = proxy(max_body=100, max_buffered=100, max_concurrency=4, max_key_concurrency=2)
+    assert p.max_key_buffered == 50
+    slow = [call(declared=20, key="a"), call(declared=20, key="a")]
+    for c in slow:
+        p._reserve(c, 20)
+    error = refusal(p._reserve, call(key="a"), 11)
+    assert (error.status, error.code) == (429, "rate_limited")
+    other = call(key="b")
+    p._reserve(other, 50)  # another key: its own share, whatever "a" holds
+    assert (p._buffered, p._buffered_by_key) == (90, {"a": 40, "b": 50})
+    for c in (*slow, other):
+        p._release(c)
+    assert (p._buffered, p._buffered_by_key) == (0, {})
+    p._reserve(call(key="a"), 50)  # freed: the whole share again
+    unkeyed = call()  # auth off: only the agent's budget counts
+    p._reserve(unkeyed, 50)
+    assert p._buffered_by_key == {"a": 50} and p._buffered == 100
 
 
 def test_reserving_nothing_costs_nothing():

@@ -579,7 +579,11 @@ def test_request_bodies_held_at_once_are_bounded(hostile):
     """40 x 10 MiB bodies to a slow endpoint took the agent to 712 MB. Now the bodies held
     at once have a budget (503 past it)."""
     engine, start = hostile
-    agent = start(max_body_bytes=str(4 << 20), max_buffered_bytes=str(10 << 20))
+    agent = start(
+        max_body_bytes=str(4 << 20),
+        max_buffered_bytes=str(10 << 20),
+        max_key_concurrency="256",  # = max_concurrency: the key's share is the whole budget
+    )
     rss = agent.rss()
     big = {"model": "m", "messages": [{"role": "user", "content": "x" * (3 << 20)}], "delay": 3}
     post = partial(
@@ -597,6 +601,36 @@ def test_request_bodies_held_at_once_are_bounded(hostile):
         assert all(f.result().status_code == 200 for f in held)
     assert agent.rss() - rss < 60 << 20
     assert post().status_code == 200  # the budget comes back
+
+
+def test_one_keys_slow_uploads_leave_the_body_budget_to_the_others(hostile):
+    """One key's bodies that are announced and then sent slowly held the whole body budget,
+    so every other key's request got 503. Now a key holds at most its share (the
+    concurrency's, half by default): past it, 429 for that key; the others get in."""
+    engine, start = hostile
+    agent = start(max_body_bytes=str(4 << 20), max_buffered_bytes=str(8 << 20))
+    host, port = agent.url.removeprefix("http://").split(":")
+    trickling = []
+    try:
+        for _ in range(4):  # 4 x 2 MiB announced: the whole budget; the key's share is 4 MiB
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+                b"Authorization: Bearer " + agent.keys.default.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n{"
+            )
+            trickling.append(sock)
+        time.sleep(0.5)
+        own = slow_chat(agent, agent.keys.default, 0)
+        assert own.status_code == 429, own.text
+        other = slow_chat(agent, agent.keys.admin, 0)
+        assert other.status_code == 200, other.text
+    finally:
+        for sock in trickling:
+            sock.close()
+    wait_until(lambda: slow_chat(agent, agent.keys.default, 0).status_code == 200, 10,
+               "the share back once the uploads are gone")  # fmt: skip
+    assert engine.stats()["started"] >= 2
 
 
 def test_a_huge_engine_answer_is_relayed_not_held(hostile):

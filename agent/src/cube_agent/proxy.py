@@ -99,6 +99,7 @@ class Call:
     started: bool = False  # the status line is out: too late to answer an error
     body: bytes = b""
     buffered: int = 0  # body bytes reserved in the agent's budget (max_buffered_bytes)
+    bucket: str | None = None  # the key's name, for its share of the limits
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,12 @@ class Proxy:
         self._active = 0  # requests past auth, all keys
         self._active_by_key: dict[str, int] = {}
         self._buffered = 0  # request body bytes held, all requests
+        self._buffered_by_key: dict[str, int] = {}
+        # A key's share of the body budget, as of the concurrency: one key's slow uploads
+        # cannot take the budget every other key's requests need.
+        self.max_key_buffered = (
+            limits.max_buffered * limits.max_key_concurrency // limits.max_concurrency
+        )
 
     # -- the ASGI entry point --------------------------------------------------------------
 
@@ -192,7 +199,8 @@ class Proxy:
             log.error("unhandled error", exc_info=exc)
             await self._send_error(call, send, AgentError(500, "internal error in the agent"))
         finally:
-            self._buffered -= call.buffered
+            if call.buffered:
+                self._release(call)
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = route_label(call.scope_path)
@@ -211,7 +219,7 @@ class Proxy:
             raise AgentError(404, f"no such endpoint: {call.path}", "not_found")
         admin = name in OLLAMA_MODEL_MANAGEMENT or call.path in OPENAI_MODEL_MANAGEMENT
         key = self.auth.check(call.headers, call.domain, admin=admin)  # type: ignore[arg-type]
-        bucket = key.name if key is not None else None
+        bucket = call.bucket = key.name if key is not None else None
         self._admit(bucket)
         try:
             await self._serve_admitted(call, name, scope, receive, send)
@@ -345,8 +353,28 @@ class Proxy:
             raise AgentError(
                 503, "the agent holds its limit of request bodies; retry later", "overloaded"
             )
+        bucket = call.bucket
+        if bucket is not None:
+            held = self._buffered_by_key.get(bucket, 0)
+            if held + size > self.max_key_buffered:
+                raise AgentError(
+                    429,
+                    "this key's requests hold its share of request bodies; retry later",
+                    "rate_limited",
+                )
+            self._buffered_by_key[bucket] = held + size
         self._buffered += size
         call.buffered += size
+
+    def _release(self, call: Call) -> None:
+        self._buffered -= call.buffered
+        bucket = call.bucket
+        if bucket is not None:
+            left = self._buffered_by_key[bucket] - call.buffered
+            if left:
+                self._buffered_by_key[bucket] = left
+            else:
+                del self._buffered_by_key[bucket]
 
     def _too_large(self) -> AgentError:
         return AgentError(
