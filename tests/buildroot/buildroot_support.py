@@ -11,6 +11,7 @@ from support.buildroot import (
     Output,
     buildroot_dir,
     parse_config,
+    run_recipe,
     sha256_lines,
     variant_defconfig,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Output",
     "buildroot_dir",
     "parse_config",
+    "run_recipe",
     "sha256_lines",
     "variant_defconfig",
 ]

@@ -82,6 +82,8 @@ def kconfig(buildroot, configure):
         "HOST_GCC_VERSION": "12",
         "BR2_DEFCONFIG": "",
         "SKIP_LEGACY": "",
+        # Buildroot builds its kconfig with CONFIG_="": .config lines are BR2_X=..., bare.
+        "CONFIG_": "",
     }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)

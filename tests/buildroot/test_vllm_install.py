@@ -22,6 +22,7 @@ import sys
 from importlib.metadata import distributions
 from pathlib import Path
 
+import buildroot_support
 import pytest
 from buildroot_support import REPO
 from support import missing
@@ -55,29 +56,12 @@ def pins(urls: list[str]) -> dict[str, str]:
 
 
 def printvars(output, dl_dir: Path) -> dict[str, str]:
-    proc = output.make(f"BR2_DL_DIR={dl_dir}", "printvars", f"VARS={' '.join(VARS)}")
-    assert proc.returncode == 0, proc.stderr
-    values: dict[str, str] = {}
-    name = None
-    for line in proc.stdout.splitlines():
-        head = line.split("=", 1)[0]
-        if head in VARS:
-            name = head
-            values[name] = line.split("=", 1)[1]
-        else:  # a define's next line
-            assert name, line
-            values[name] += "\n" + line
-    return values
+    return output.printvars(VARS, f"BR2_DL_DIR={dl_dir}")
 
 
 def run_recipe(text: str, cwd: Path) -> None:
-    """Each line of a make define, run as make runs a recipe line."""
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        proc = subprocess.run(["sh", "-c", line.strip()], cwd=cwd, capture_output=True,
-                              text=True, timeout=600, check=False)  # fmt: skip
-        assert proc.returncode == 0, f"{line.strip()[:300]}\n{proc.stdout}{proc.stderr}"
+    proc = buildroot_support.run_recipe(text, cwd)
+    assert proc.returncode == 0, f"{proc.args[-1][:300]}\n{proc.stdout}{proc.stderr}"
 
 
 def uv_resolve(urls: list[str], wheels: Path, tmp_path: Path) -> subprocess.CompletedProcess:

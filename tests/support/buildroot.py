@@ -99,3 +99,34 @@ class Output:
         proc = self.make("show-info")
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
+
+    def printvars(self, names: tuple[str, ...], *args: str) -> dict[str, str]:
+        """`make printvars` of these variables, every reference expanded (a define keeps
+        its lines; $(@D) reads as ".": run its commands in the package's build directory)."""
+        proc = self.make(*args, "printvars", f"VARS={' '.join(names)}")
+        assert proc.returncode == 0, proc.stderr
+        values: dict[str, str] = {}
+        name = None
+        for line in proc.stdout.splitlines():
+            head = line.split("=", 1)[0]
+            if head in names:
+                name = head
+                values[name] = line.split("=", 1)[1]
+            else:  # a define's next line
+                assert name, line
+                values[name] += "\n" + line
+        return values
+
+
+def run_recipe(text: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Each line of a make define, run with `sh -c` as make runs a recipe line; the first
+    that fails is returned, else the last."""
+    proc = subprocess.CompletedProcess([], 0, "", "")
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        proc = subprocess.run(["sh", "-c", line.strip()], cwd=cwd, capture_output=True,
+                              text=True, timeout=600, check=False)  # fmt: skip
+        if proc.returncode != 0:
+            return proc
+    return proc
