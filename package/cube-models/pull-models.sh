@@ -9,6 +9,9 @@
 #   CUBE_PULL_INTERVAL  seconds between attempts (default 5); 0 and fractions
 #                       such as 0.5 are accepted (busybox and coreutils sleep)
 #   OLLAMA_HOST         where the ollama client reaches the engine
+#   CUBE_MODELS_READ_ONLY  "yes": Ollama's models are in the read-only root
+#                       (preloaded, measured); pull nothing, only check that
+#                       every model is there
 #
 # Every attempt asks the engine for its models ("ollama list") and pulls the
 # missing ones; a failed pull is retried in the next attempt. Models already
@@ -22,6 +25,7 @@ attempts=${CUBE_PULL_ATTEMPTS:-20}
 interval=${CUBE_PULL_INTERVAL:-5}
 models=${CUBE_MODELS:-}
 engine=${OLLAMA_HOST:-127.0.0.1:11434}
+read_only=${CUBE_MODELS_READ_ONLY:-no}
 
 log() {
 	echo "pull-models: $*"
@@ -79,6 +83,10 @@ while :; do
 		ever_answered=yes
 		for model in $models; do
 			present "$list" "$(canonical "$model")" && continue
+			if [ "$read_only" = yes ]; then
+				missing="$missing $model"
+				continue
+			fi
 			log "attempt $attempt/$attempts: pulling $model"
 			if ollama pull "$model"; then
 				log "pulled $model"
@@ -90,6 +98,11 @@ while :; do
 		if [ -z "$missing" ]; then
 			log "all models present: $models"
 			exit 0
+		fi
+		if [ "$read_only" = yes ]; then
+			fail "not in the read-only models directory, and nothing can be pulled there:$missing" \
+				"(preload them with BR2_PACKAGE_OLLAMA_PRELOAD_DIR)"
+			exit 1
 		fi
 	else
 		log "attempt $attempt/$attempts: engine not answering at $engine"

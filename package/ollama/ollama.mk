@@ -53,11 +53,18 @@ endef
 endif
 
 ifneq ($(OLLAMA_PRELOAD_DIR),)
+# Outside /var the models are in the read-only root (the default with a
+# preload directory): Ollama runs with OLLAMA_NOPRUNE there (cube-config), and
+# at start it still creates blobs/ and manifests/ when missing and renames
+# blobs named "sha256:<hex>" (an old Ollama's names): both are done or refused
+# here, where the tree can still change.
 define OLLAMA_INSTALL_PRELOAD
 	test -d $(OLLAMA_PRELOAD_DIR) || \
 		{ echo "BR2_PACKAGE_OLLAMA_PRELOAD_DIR: $(OLLAMA_PRELOAD_DIR): no such directory" >&2; exit 1; }
-	mkdir -p $(TARGET_DIR)$(OLLAMA_MODELS_DIR)
+	mkdir -p $(TARGET_DIR)$(OLLAMA_MODELS_DIR)/blobs $(TARGET_DIR)$(OLLAMA_MODELS_DIR)/manifests
 	cp -dR --no-preserve=ownership $(OLLAMA_PRELOAD_DIR)/. $(TARGET_DIR)$(OLLAMA_MODELS_DIR)/
+	test -z "$$(find $(TARGET_DIR)$(OLLAMA_MODELS_DIR)/blobs -name 'sha256:*')" || \
+		{ echo "BR2_PACKAGE_OLLAMA_PRELOAD_DIR: blobs named sha256:<hex>: start a current Ollama on the tree once to rename them" >&2; exit 1; }
 endef
 define OLLAMA_PERMISSIONS
 	$(OLLAMA_MODELS_DIR) r -1 ollama ollama - - - - -

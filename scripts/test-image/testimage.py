@@ -64,8 +64,6 @@ CONFIG_OVERRIDES = [
     "BR2_CUBE_TEST_AUTOLOGIN=y",
     "BR2_PACKAGE_VLLM=y",
     "BR2_PACKAGE_CUBE_LLAMA_SERVER=y",
-    # In the verified root, outside /var: the model is measured with the image.
-    'BR2_PACKAGE_CUBE_LLAMA_SERVER_MODEL="/usr/share/llama-server/model.gguf"',
 ]
 
 DEBIAN_SUITE = "bookworm"

@@ -357,6 +357,63 @@ def test_only_the_packages_enabled_are_rendered(render):
     }
 
 
+@pytest.mark.parametrize("init", ["systemd", "busybox"])
+def test_preloaded_models_default_to_the_read_only_root(render, tmp_path, init):
+    """A preload directory without a models directory (Kconfig's defaults, as a hand-written
+    .config takes them): the models are in the measured root, never pruned, never pulled."""
+    result = render(config_for("ollama", init) + 'BR2_PACKAGE_OLLAMA_PRELOAD_DIR="/build/m"\n')
+    assert result.status == 0, result.stderr
+    path = result / "etc/default/ollama"
+    expected = {
+        "OLLAMA_HOST": "127.0.0.1:11434",
+        "OLLAMA_MODELS": "/usr/share/ollama/models",
+        "OLLAMA_NOPRUNE": "true",
+    }
+    assert read_env_with_sh(path, ["sh"]) == expected
+    assert read_env_with_sh(path, [BUSYBOX, "sh"]) == expected
+    assert read_env_with_systemd(path, tmp_path) == expected
+    assert "etc/default/pull-models" not in result.files()  # cube-models defaults to off
+    if init == "systemd":
+        service = read_unit(result / f"{UNITS}/ollama.service")["Service"]
+        assert "ReadWritePaths" not in service
+        assert service["ProtectSystem"] == "strict"
+
+
+def test_pulled_models_stay_on_the_state_disk(render):
+    result = render(config_for("ollama", "systemd"))
+    assert result.status == 0, result.stderr
+    assert read_env_with_sh(result / "etc/default/ollama", ["sh"]) == {
+        "OLLAMA_HOST": "127.0.0.1:11434",
+        "OLLAMA_MODELS": "/var/lib/ollama/models",
+    }
+    assert "CUBE_MODELS_READ_ONLY" not in (result / "etc/default/pull-models").read_text()
+
+
+@pytest.mark.parametrize(
+    ("models_dir", "read_only", "writable_path"),
+    [
+        ("/srv/models", True, None),
+        ("/var/lib/ollama/models", False, None),
+        ("/var/models", False, "-/var/models"),
+    ],
+)
+def test_pull_models_only_checks_a_read_only_models_directory(
+    render, models_dir, read_only, writable_path
+):
+    result = render(
+        config_for("ollama", "systemd")
+        + f'BR2_PACKAGE_OLLAMA_MODELS_DIR="{models_dir}"\nBR2_PACKAGE_CUBE_MODELS=y\n'
+    )
+    assert result.status == 0, result.stderr
+    env = read_env_with_sh(result / "etc/default/ollama", ["sh"])
+    assert env["OLLAMA_MODELS"] == models_dir
+    assert ("OLLAMA_NOPRUNE" in env) == read_only
+    models = read_env_with_sh(result / "etc/default/pull-models", ["sh"])
+    assert models.get("CUBE_MODELS_READ_ONLY") == ("yes" if read_only else None)
+    service = read_unit(result / f"{UNITS}/ollama.service")["Service"]
+    assert service.get("ReadWritePaths") == writable_path
+
+
 def test_check_validates_without_writing(tmp_path):
     config = tmp_path / "config"
     config.write_text(config_for("ollama", "systemd"))

@@ -34,7 +34,8 @@ FAKE_OLLAMA = """#!/bin/sh
 # ollama serve, plus list/pull for pull-models.sh; "list" fails until /tmp/engine-up exists.
 case "$1" in
 serve)
-	echo "$(id -un) HOME=$HOME OLLAMA_HOST=$OLLAMA_HOST OLLAMA_MODELS=$OLLAMA_MODELS"
+	echo "$(id -un) HOME=$HOME OLLAMA_HOST=$OLLAMA_HOST OLLAMA_MODELS=$OLLAMA_MODELS" \
+		"OLLAMA_NOPRUNE=${OLLAMA_NOPRUNE:-}"
 	exec sleep 120
 	;;
 list)
@@ -193,7 +194,7 @@ DAEMONS = {
     ),
     "S96llama-server": (
         "llama-server",
-        "llama-server HOME=/var/lib/llama-server args: -m /var/lib/llama-server/model.gguf "
+        "llama-server HOME=/var/lib/llama-server args: -m /usr/share/llama-server/model.gguf "
         "--host 127.0.0.1 --port 8080",
     ),
 }
@@ -229,6 +230,25 @@ def test_engine_script_starts_reports_and_stops(image, script):
     assert not alive(new_pid)
     status = image.run(f"{init} status")
     assert (status.returncode, status.stdout) == (3, f"{name} is not running\n")
+
+
+def test_ollama_script_leaves_preloaded_models_in_the_root_alone(image, render):
+    """Models outside /var are in the read-only root, installed with their owner: the
+    script must not create or chown them (chown -R on the root fails)."""
+    preloaded = render(CONFIG + 'BR2_PACKAGE_OLLAMA_PRELOAD_DIR="/build/models"\n')
+    assert preloaded.status == 0, preloaded.stderr
+    shutil.copy(preloaded / "etc/default/ollama", image.root / "etc/default/ollama")
+    models = image.root / "usr/share/ollama/models"
+    (models / "blobs").mkdir(parents=True)
+    started = image.run("/etc/init.d/S96ollama start")
+    assert (started.returncode, started.stdout, started.stderr) == (0, "Starting ollama: OK\n", "")
+    image.wait_for_log(
+        "ollama",
+        "ollama HOME=/var/lib/ollama OLLAMA_HOST=127.0.0.1:11434 "
+        "OLLAMA_MODELS=/usr/share/ollama/models OLLAMA_NOPRUNE=true",
+    )
+    assert (models.stat().st_uid, (models / "blobs").stat().st_uid) == (0, 0)
+    assert image.run("/etc/init.d/S96ollama stop").returncode == 0
 
 
 def test_agent_script_creates_its_key_file_then_serves_as_cube_agent(image):

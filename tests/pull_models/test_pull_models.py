@@ -162,6 +162,25 @@ def test_second_run_pulls_nothing(engine):
     assert "all models present" in second.out
 
 
+def test_read_only_models_present_are_checked_and_nothing_is_pulled(engine):
+    """A preloaded image: Ollama's models are in the read-only root."""
+    write(engine.state, "models", "llama3.2:3b\nnomic-embed-text:latest\n")
+    run = engine(models="llama3.2:3b nomic-embed-text", CUBE_MODELS_READ_ONLY="yes")
+    assert run.status == 0, run.err
+    assert run.calls == ["list"]
+    assert "all models present" in run.out
+
+
+def test_read_only_models_missing_fail_at_once_without_a_pull(engine):
+    write(engine.state, "down_calls", "2")
+    write(engine.state, "models", "llama3.2:3b\n")
+    run = engine(models="llama3.2:3b qwen:0.5b starcoder2", CUBE_MODELS_READ_ONLY="yes")
+    assert run.status == 1
+    assert run.calls == ["down", "down", "list"]  # waits for the engine, then one check
+    assert "qwen:0.5b starcoder2" in run.err
+    assert "BR2_PACKAGE_OLLAMA_PRELOAD_DIR" in run.err
+
+
 def test_failed_pull_is_retried_within_the_budget(engine):
     write(engine.state, "fail_pulls", "starcoder2:3b 2\n")
     run = engine(attempts="3")
