@@ -43,6 +43,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -492,49 +493,72 @@ def build_rootfs(
     post_build(root, config, init)
 
 
-def build(init: str) -> Path:
-    """Build the image for this init system, or return the cached one."""
+@dataclass(frozen=True)
+class Inputs:
+    """What an image is built from, besides the tree's files: the key names them all."""
+
+    init: str
+    config: Path
+    rendered: Path
+    kernel: Path
+    key: str
+
+
+def gather_inputs(init: str, workdir: Path) -> Inputs:
     if init not in DEFCONFIGS:
         raise BuildError(f"--init {init}: expected one of {', '.join(DEFCONFIGS)}")
     CACHE.mkdir(parents=True, exist_ok=True)
+    config = derive_config(init, workdir)
+    rendered = render(config, workdir)
+    kernel = cvm_kernel()
+    key = inputs_hash(
+        [
+            HERE,
+            config,
+            rendered,
+            REPO / "agent",
+            REPO / "tests/doubles",
+            REPO / "tests/cvm/fake_tsm.py",
+            REPO / "tests/support/snp_chain.py",
+            EXTERNAL,
+            REPO / "board",
+            REPO / "package",
+            REPO / "overlay",
+            REPO / "generator",
+            llama_server_binary().parent,
+        ],
+        [kernel.parent.name, DEBIAN_SUITE, *DEBIAN_PACKAGES, BUILDROOT_DIR.name],
+    )
+    return Inputs(init, config, rendered, kernel, key)
+
+
+def build_into(inputs: Inputs, images: Path, workdir: Path) -> Path:
+    """Build the image into the directory `images` (created), whatever the cache holds;
+    the root tree is left in workdir/root, which is returned."""
+    if os.geteuid() != 0:
+        raise BuildError("building the test image needs root (mmdebstrap, chroot)")
+    root = workdir / "root"
+    images.mkdir(parents=True)
+    build_rootfs(inputs.init, inputs.config, inputs.rendered, root, workdir, images / "test-root")
+    shutil.copyfile(inputs.kernel, images / "bzImage")
+    shutil.copyfile(inputs.config, images / "cube.config")
+    make_verity_root(root, images)
+    return root
+
+
+def build(init: str) -> Path:
+    """Build the image for this init system, or return the cached one."""
     with tempfile.TemporaryDirectory(prefix="cube-test-image-") as tmp:
         workdir = Path(tmp)
-        config = derive_config(init, workdir)
-        rendered = render(config, workdir)
-        kernel = cvm_kernel()
-        key = inputs_hash(
-            [
-                HERE,
-                config,
-                rendered,
-                REPO / "agent",
-                REPO / "tests/doubles",
-                REPO / "tests/cvm/fake_tsm.py",
-                REPO / "tests/support/snp_chain.py",
-                EXTERNAL,
-                REPO / "board",
-                REPO / "package",
-                REPO / "overlay",
-                REPO / "generator",
-                llama_server_binary().parent,
-            ],
-            [kernel.parent.name, DEBIAN_SUITE, *DEBIAN_PACKAGES, BUILDROOT_DIR.name],
-        )
-        image = CACHE / f"{init}-{key}"
+        wanted = gather_inputs(init, workdir)
+        image = CACHE / f"{init}-{wanted.key}"
         if (image / "rootfs.img").is_file():
             os.utime(image)  # in use: see the clean-up below
             return image
-        if os.geteuid() != 0:
-            raise BuildError("building the test image needs root (mmdebstrap, chroot)")
         log(f"building {image.name}")
-        root = workdir / "root"
         partial = CACHE / f"{image.name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        build_rootfs(init, config, rendered, root, workdir, partial / "test-root")
-        shutil.copyfile(kernel, partial / "bzImage")
-        shutil.copyfile(config, partial / "cube.config")
-        make_verity_root(root, partial)
+        build_into(wanted, partial, workdir)
         partial.rename(image)
         log(f"built {image}")
         # Drop the images older inputs made, but not one another worktree sharing this
