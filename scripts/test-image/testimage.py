@@ -105,6 +105,7 @@ GUEST_WHEELS = "/root/wheels"
 TEST_TSM_DIR = "usr/lib/cube-test"
 TEST_TSM_ROOT = "/run/cube-test-tsm"
 TEST_TSM_PYPI = "mfusepy"
+CHAIN_PUBLIC = ("ark.pem", "ask.pem", "vcek.pem", "certs.bin")
 MAKEUSERS_DEFINE = re.compile(r"^define (\w+)_USERS\n(.*?)^endef", re.MULTILINE | re.DOTALL)
 
 
@@ -117,8 +118,12 @@ def log(message: str) -> None:
 
 
 def sh(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
-    """Run a build step quietly; its output is shown only when it fails."""
+    """Run a build step quietly; its output is shown only when it fails. Every step sees
+    SOURCE_DATE_EPOCH, as in a BR2_REPRODUCIBLE build: Python's compileall (pip) then
+    writes hash-based .pyc files instead of ones stamped with the sources' mtimes, and
+    shadow's useradd dates the password changes in /etc/shadow with it."""
     command = [str(a) for a in args]
+    kwargs["env"] = {**kwargs.get("env", os.environ), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
     try:
         return subprocess.run(
             command,
@@ -396,19 +401,39 @@ def install_sysv_init(root: Path) -> None:
         (root / applet).symlink_to("/bin/busybox")
 
 
+def test_chain() -> Path:
+    """The test root of trust (tests/support/snp_chain.py), made once and cached by its
+    sources: an input of the image like the Debian base. Its RSA keys and RSASSA-PSS
+    signatures are random, so a chain made per build would make every build's root
+    differ."""
+    sources = [REPO / "tests/support/snp_chain.py", REPO / "verifier/src/cube_verify/snp.py"]
+    chain = CACHE / f"test-chain-{inputs_hash(sources, [])}"
+    if (chain / "certs.bin").is_file():
+        return chain
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.snp_chain import make_chain  # needs cube-verify (make venv)
+
+    partial = chain.with_name(f"{chain.name}.partial-{os.getpid()}")
+    make_chain().write(partial)
+    try:
+        partial.rename(chain)
+    except OSError:  # another build made it meanwhile: take that one
+        shutil.rmtree(partial)
+    return chain
+
+
 def install_test_tsm(root: Path, test_root: Path, init: str) -> None:
     """The fake configfs-tsm, its signing key and certificate table; the agent pointed at
     its mount (the Debian kernel has no configfs-tsm). The chain's trusted root is written
     to `test_root` on the host side."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from support.snp_chain import make_chain  # needs cube-verify (make venv)
-
-    files = make_chain().write(test_root)
+    chain = test_chain()
     dest = root / TEST_TSM_DIR
     install(REPO / "tests/cvm/fake_tsm.py", dest / "fake_tsm.py", 0o755)
-    install(files["vcek_key"], dest / "vcek.key", 0o600)
-    install(files["table"], dest / "certs.bin")
-    files["vcek_key"].unlink()  # the host keeps only the public side
+    install(chain / "vcek.key", dest / "vcek.key", 0o600)
+    install(chain / "certs.bin", dest / "certs.bin")
+    test_root.mkdir(parents=True, exist_ok=True)
+    for name in CHAIN_PUBLIC:  # the host keeps only the public side
+        shutil.copyfile(chain / name, test_root / name)
     env = root / "etc/default/cube-agent"
     with env.open("a", encoding="utf-8") as f:
         f.write(
@@ -520,6 +545,7 @@ def gather_inputs(init: str, workdir: Path) -> Inputs:
             REPO / "tests/doubles",
             REPO / "tests/cvm/fake_tsm.py",
             REPO / "tests/support/snp_chain.py",
+            REPO / "verifier/src/cube_verify/snp.py",
             EXTERNAL,
             REPO / "board",
             REPO / "package",
