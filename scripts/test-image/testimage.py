@@ -21,9 +21,13 @@ test can find a file's bytes in it.
 
 No TEE exists under plain QEMU, so the image carries the test TSM: tests/cvm/fake_tsm.py
 (FUSE), which signs SEV-SNP reports with a test VCEK whose ARK -> ASK -> VCEK chain is made
-at build time (tests/support/snp_chain.py); the agent's UV_CUBE_AGENT_TSM_ROOT points at
-its mount. The trusted root (ark.pem) stays in the image directory, on the host side
-(test-root/), for cube-verify. Test images only.
+once and cached as an input (tests/support/snp_chain.py; test-chain-<hash>/); the agent's
+UV_CUBE_AGENT_TSM_ROOT points at its mount. The trusted root (ark.pem) stays in the image
+directory, on the host side (test-root/), for cube-verify. Test images only.
+
+Reproducible: every step runs with SOURCE_DATE_EPOCH, so the same inputs (this tree, the
+cached Debian base, kernel and test chain, the wheels PyPI serves) give the same
+rootfs.img bytes and root hash (tests/integration/test_reproducible_image.py).
 
 An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.img,
 kernel-cmdline, rootfs.verity), cached under
