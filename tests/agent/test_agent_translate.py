@@ -97,9 +97,10 @@ def test_every_mapped_option_is_sent_under_the_engines_name_and_unset_ones_are_n
     }
 
 
-@pytest.mark.parametrize("unlimited", [-1, -2])
+@pytest.mark.parametrize("unlimited", [-1, -2, 0])
 def test_num_predict_without_a_limit_sends_no_max_tokens(unlimited):
-    """-1, Ollama's default: until the model stops."""
+    """Ollama's runner limits a generation only for num_predict > 0: -1 (its default) and 0
+    both mean until the model stops. max_tokens 0 is no such thing (vLLM refuses it)."""
     out = chat(messages=USER, options={"num_predict": unlimited, "seed": 1}, stream=False)
     assert "max_tokens" not in out and out["seed"] == 1
     assert chat(messages=USER, options={"num_predict": 1}, stream=False)["max_tokens"] == 1

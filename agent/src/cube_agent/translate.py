@@ -62,8 +62,10 @@ def _sampling(options: Options | None, stream: bool) -> dict[str, Any]:
             value = getattr(options, name)
             if value is not None:
                 out[openai_name] = value
-        if options.num_predict is not None and options.num_predict < 0:
-            out.pop("max_tokens")  # -1: until the model stops
+        if options.num_predict is not None and options.num_predict <= 0:
+            # -1 (Ollama's default) and 0: until the model stops, as Ollama's runner limits
+            # only num_predict > 0; max_tokens 0 would be no answer (vLLM refuses it)
+            out.pop("max_tokens")
     if stream:
         out["stream_options"] = {"include_usage": True}
     return out
