@@ -605,7 +605,9 @@ def test_tool_call_arguments_the_engine_sends():
     assert arguments('{"a": [1, 2]}') == {"a": [1, 2]}
     assert arguments({"a": 1}) == {"a": 1}  # already an object (some engines)
     assert arguments("") == arguments("  ") == arguments(None) == {}
-    for bad in ("{not json", "[1, 2]", '"text"', "5"):
+    # an engine's tool call whose arguments are no object is its error, not a call without
+    # arguments: a number, a list, true, or JSON text of one
+    for bad in ("{not json", "[1, 2]", '"text"', "5", 5, [1], True):
         err = refusal(arguments, bad)
         assert err.status == 502
         assert err.message == "the engine sent arguments for tool 'f' that are not JSON"

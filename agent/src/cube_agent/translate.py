@@ -286,10 +286,14 @@ def _reasoning(part: dict[str, Any]) -> str:
 
 
 def _call_arguments(name: str, raw: Any) -> dict[str, Any]:
+    """A call's arguments as an object: the engine's object, its JSON text, or none at all
+    ({}); anything else (a number, a list, JSON of another type) is the engine's error."""
     if isinstance(raw, dict):
         return raw
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}
     try:
-        value = orjson.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+        value = orjson.loads(raw) if isinstance(raw, str) else None
     except orjson.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
