@@ -4,12 +4,13 @@ two real engines; these run fast enough for every mutant in `make mutation`."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from cube_agent.config import ConfigError, load_settings
 from cube_agent.errors import AgentError
-from cube_agent.routing import MAX_MATCH_CHARS, Router
+from cube_agent.routing import Router
 from starlette.datastructures import Headers
 from support.timing import scaled
 
@@ -219,20 +220,66 @@ def test_routes_file_missing_empty_or_absent(tmp_path):
         ("/", "strip_prefix is whole path segments"),
         ("/a%2Fb", "strip_prefix '/a%2Fb' is not a canonical path"),
         ("/a/../b", "strip_prefix '/a/../b' is not a canonical path"),
+        ("/a/", "strip_prefix '/a/' is not a canonical path"),
+        ("a", "strip_prefix 'a' is not a canonical path"),
+        ("/caf\u00e9", "strip_prefix '/caf\u00e9' is not a canonical path"),
+        ("/a%21b", "strip_prefix is whole path segments (/a/b), without escapes"),  # canonical
     ],
 )
 def test_strip_prefix_is_whole_segments_without_escapes(prefix, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         router(rule("r", strip_prefix=prefix))
 
 
+def test_a_strip_prefix_that_is_whole_segments_is_taken():
+    for prefix in ("/a", "/a/b", "/a:b@c"):
+        r = router(rule("r", strip_prefix=prefix))
+        assert r.rules[0].strip_prefix == prefix
+        assert route(r, prefix + "/v1/models")[1] == "/v1/models"
+    assert router(rule("r", strip_prefix="")).rules[0].strip_prefix == ""
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("http://10.0.0.1:8000/?a=1", "an engine URL has no query or fragment"),
+        ("http://10.0.0.1:8000/base#top", "an engine URL has no query or fragment"),
+        ("http://10.0.0.1:8000/base?", "an engine URL has no query or fragment"),
+        ("http://10.0.0.1:8000/#", "an engine URL has no query or fragment"),
+        ("http://10.0.0.1:8000/a/../b", "the engine URL's path '/a/../b' is not a canonical"),
+        ("http://10.0.0.1:8000/a/./b", "the engine URL's path '/a/./b' is not a canonical"),
+        ("http://10.0.0.1:8000//a", "the engine URL's path '//a' is not a canonical"),
+        ("http://10.0.0.1:8000/a%2Fb", "the engine URL's path '/a%2Fb' is not a canonical"),
+        ("http://10.0.0.1:8000/caf\u00e9", "the engine URL's path '/caf\u00e9' is not a canonical"),
+    ],
+)
+def test_an_engine_url_is_a_base_path_without_query_or_fragment(target, message):
+    """Its path is prefixed to every forwarded path: canonical as written, before URL
+    parsing resolves any "..", so a rule cannot reach another path than it says."""
+    with pytest.raises(ConfigError) as caught:
+        router(rule("r", target=target))
+    assert "rule #1 ('r'): target: Value error, " + message in str(caught.value)
+
+
+def test_engine_urls_that_are_taken():
+    for target, url in (
+        ("http://10.0.0.1:8000", "http://10.0.0.1:8000"),
+        ("http://10.0.0.1:8000/", "http://10.0.0.1:8000"),
+        ("http://10.0.0.1:8000/base/", "http://10.0.0.1:8000/base"),
+        ("http://10.0.0.1:8000/a/b-c", "http://10.0.0.1:8000/a/b-c"),
+    ):
+        assert route(router(rule("r", target=target)))[0] == url
+
+
 def test_a_value_longer_than_the_match_bound_is_refused_not_searched():
+    """agent/README.md: values longer than 4096 characters refuse the request."""
     r = router(rule("r", match={"headers": {"x-v": "a$"}}))
-    assert route(r, headers={"x-v": "a" * MAX_MATCH_CHARS})[2] == "r"  # at the bound
+    assert route(r, headers={"x-v": "a" * 4096})[2] == "r"  # at the bound
     with pytest.raises(AgentError) as caught:
-        route(r, headers={"x-v": "a" * (MAX_MATCH_CHARS + 1)})
+        route(r, headers={"x-v": "a" * 4097})
     assert (caught.value.status, caught.value.code) == (400, "unroutable")
     assert "header x-v" in caught.value.message
+    assert "longer than 4096 characters" in caught.value.message
 
 
 def test_a_backtracking_match_gives_up_within_its_timeout():
