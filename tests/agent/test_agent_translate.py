@@ -203,7 +203,9 @@ def test_a_short_or_unpadded_image_is_still_typed(data):
     assert translate.image_url(data)["image_url"]["url"] == f"data:image/png;base64,{data}"
 
 
-@pytest.mark.parametrize("data", ["not base64!", "iVBOR$w0K", "data:image/png;base64,iVBO", "i"])
+@pytest.mark.parametrize(
+    "data", ["not base64!", "iVBOR$w0K", "data:image/png;base64,iVBO", "i", "iVBORw0K\u00e9"]
+)
 def test_an_image_that_is_not_base64_is_400(data):
     err = refusal(translate.image_url, data)
     assert err.status == 400 and err.code == "invalid_image"
@@ -805,6 +807,25 @@ def test_tool_calls_without_index_and_whole_arguments():
     assert out[0]["message"]["tool_calls"] == [{"function": {"name": "", "arguments": {}}}]
 
 
+def test_calls_without_index_are_numbered_from_0_as_openais_indexes():
+    """A call started without an index is call 0, so later parts with index 0 continue it
+    (whether its first part named the call or not)."""
+    for first in ({"id": "a", "function": {"name": "f"}}, {"function": {"arguments": '{"x"'}}):
+        out = run(
+            sse(
+                delta(tool_calls=[first]),
+                delta(tool_calls=[{"index": 0, "function": {"name": "f", "arguments": ""}}]),
+                delta(
+                    tool_calls=[{"index": 0, "function": {"arguments": '{"x"' * ("id" in first)}}]
+                ),
+                delta(tool_calls=[{"index": 0, "function": {"arguments": ": 1}"}}]),
+            )
+        )
+        assert out[0]["message"]["tool_calls"] == [
+            {"function": {"name": "f", "arguments": {"x": 1}}}
+        ]
+
+
 def test_streamed_tool_arguments_that_are_not_json_are_an_error_line():
     out = run(sse(delta(tool_calls=[{"index": 0, "function": {"name": "f", "arguments": "{"}}])))
     assert out == [{"error": "the engine sent arguments for tool 'f' that are not JSON"}]
@@ -922,7 +943,7 @@ def test_details_name_the_family():
 @pytest.mark.parametrize(
     ("count", "shown"),
     [(494_032_768, "494.03M"), (3_200_000_000, "3.2B"), (1_000_000_000, "1B"),
-     (1_999_999_999, "1.99B"), (999_999, "999.99K"), (1_000, "1K"), (999, "999"),
+     (1_999_999_999, "1.99B"), (999_999, "999.99K"), (1_000, "1K"), (1_000_000, "1M"), (999, "999"),
      (7.5e9, "7.5B"), (1, "1"), (0, ""), (-1, ""), (None, ""), ("3B", "")],
 )  # fmt: skip
 def test_parameter_size_as_ollama_shows_it(count, shown):
