@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import aiohttp
 import orjson
 import pytest
 from cube_agent import ollama_api
@@ -66,8 +67,11 @@ class Scripted:
     async def _send(self, upstream, method, path, headers, body):
         assert headers["content-type"] == "application/json"
         assert headers["x-request-id"] == "rid-1"
+        assert (body is None) == (method == "GET"), (method, body)  # a GET carries no body
         self.sent.append((method, path, orjson.loads(body) if body is not None else None))
         status, answer = self.answers.get((method, path), (404, {"error": "no such path"}))
+        if isinstance(answer, AgentError):
+            raise answer  # the engine did not answer (upstream.py's errors)
         raw = answer if isinstance(answer, bytes) else orjson.dumps(answer)
         return Answer(status, raw)
 
@@ -365,6 +369,29 @@ def test_the_flavour_is_what_the_engine_answers():
     assert caught.value.code == "upstream_unreachable"
     with pytest.raises(AgentError):
         asyncio.run(down.props())
+    # /props answered (not llama.cpp), then /version timed out: still that error
+    late = Scripted(
+        {
+            ("GET", "/props"): (404, {}),
+            ("GET", "/version"): (0, AgentError(504, "engine timed out", "upstream_timeout")),
+        }
+    )
+    err = refused(late, "generate", {"model": "m", "prompt": "def f(", "suffix": "x"})
+    assert (err.status, err.code) == (504, "upstream_timeout")
+
+
+def test_an_engine_error_that_cannot_be_read_still_has_its_status():
+    for failure in (aiohttp.ClientPayloadError("cut"), TimeoutError()):
+        broken = Answer(503, b"")
+
+        async def read(n: int = -1, failure=failure) -> bytes:
+            raise failure
+
+        broken.content.read = read
+        with pytest.raises(AgentError) as caught:
+            asyncio.run(ollama_api.raise_engine_error(broken))
+        assert (caught.value.status, caught.value.message) == (503, "engine answered 503")
+        assert broken.closed
 
 
 def test_show_on_llama_cpp_for_any_name():
@@ -410,6 +437,7 @@ def test_show_reads_what_the_engine_tells():
     assert out["capabilities"] == ["completion"] and out["template"] == ""
     assert out["model_info"] == {"general.architecture": "openai", "openai.context_length": 2048}
     assert out["details"]["family"] == "openai" and out["details"]["format"] == ""
+    assert shown({"id": "v", "max_model_len": 1}, None)["model_info"]["openai.context_length"] == 1
     assert shown({"id": "v", "max_model_len": -1}, None)["model_info"] == {
         "general.architecture": "openai"
     }
@@ -429,3 +457,8 @@ def test_show_of_a_name_vllm_does_not_serve_is_404():
     # llama.cpp with an empty list still serves its model under the name asked for
     p = Scripted({("GET", "/v1/models"): (200, {"data": []}), ("GET", "/props"): (200, PROPS)})
     assert answer(p, "show", {"model": "x"})["modelfile"].endswith("FROM x\n")
+    # ... and under another name, as the first model it lists (entries not objects skipped)
+    listed = {"data": ["junk", {"id": "first"}, {"id": "second"}]}
+    p = Scripted({("GET", "/v1/models"): (200, listed), ("GET", "/props"): (200, PROPS)})
+    assert answer(p, "show", {"model": "x"})["modelfile"].endswith("FROM first\n")
+    assert answer(p, "show", {"model": "second"})["modelfile"].endswith("FROM second\n")
