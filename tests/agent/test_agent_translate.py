@@ -17,7 +17,7 @@ import orjson
 import pytest
 from cube_agent import translate
 from cube_agent.errors import AgentError
-from cube_agent.ollama_schema import ChatRequest, EmbedRequest, GenerateRequest, Message
+from cube_agent.ollama_schema import ChatRequest, EmbedRequest, GenerateRequest, Message, parse
 from cube_agent.translate import OllamaStream
 
 PNG = (  # a 1x1 PNG
@@ -307,6 +307,29 @@ def test_a_clients_tool_call_id_is_kept_and_answers_that_call():
     # a user message never gets a tool_call_id, even with a call unanswered
     out = messages(calls, {"role": "user", "content": "never mind", "tool_name": "f"})
     assert out[1] == {"role": "user", "content": "never mind"}
+
+
+def test_tool_results_as_parsed_from_the_wire_answer_one_call_each():
+    """The ids compared are strings read from the client's JSON (equal, not the same
+    objects): a call answered by its id is not answered again by a later result."""
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "call-a", "function": {"name": "f"}},
+                    {"id": "call-b", "function": {"name": "f"}},
+                ],
+            },
+            {"role": "tool", "content": "1", "tool_call_id": "call-a"},
+            {"role": "tool", "content": "2", "tool_name": "f"},
+        ],
+        "stream": False,
+    }
+    sent = translate.chat_request(parse(ChatRequest, orjson.dumps(body)))["messages"]
+    assert [m.get("tool_call_id") for m in sent] == [None, "call-a", "call-b"]
 
 
 def test_chat_request_carries_the_history():
