@@ -10,7 +10,7 @@ import time
 import pytest
 from cube_agent.config import ConfigError, load_settings
 from cube_agent.errors import AgentError
-from cube_agent.routing import Router
+from cube_agent.routing import Router, _Linear, _regex, _repeats
 from starlette.datastructures import Headers
 from support.timing import scaled
 
@@ -116,6 +116,8 @@ def test_strip_prefix_and_a_target_with_a_base_path():
     assert route(r, "/engine-b/v1/models") == ("http://10.0.0.2:9000/base", "/v1/models", "r")
     assert route(r, "/engine-b") == ("http://10.0.0.2:9000/base", "/", "r")
     assert route(r, "/v1/engine-b/x")[1] == "/v1/engine-b/x"  # only a leading prefix
+    assert route(r, "/api/tags")[1] == "/api/tags"  # a path without it: as sent
+    assert route(r, "/engine-a")[1] == "/engine-a"
     assert route(router(rule("n")), "/engine-b/v1")[1] == "/engine-b/v1"
 
 
@@ -290,3 +292,18 @@ def test_a_backtracking_match_gives_up_within_its_timeout():
     assert time.monotonic() - started < scaled(0.8)  # MATCH_TIMEOUT is 0.05 s
     assert (caught.value.status, caught.value.code) == (400, "unroutable")
     assert "took too long" in caught.value.message
+
+
+def test_patterns_without_repetition_skip_the_timeout():
+    """routing.py: a pattern without repetition or back-reference runs on `re` (no timeout
+    needed, and no `regex` import for an agent without other rules); any other on `regex`,
+    wherever the repetition is nested (groups, branches, look-arounds, sets)."""
+    linear = ("^/api/", "^bench$", "^(team-a|team-b)$", "^tiny", "[a-c]x", "(?=ab)c", "(?:x|(y))")
+    for pattern in linear:
+        assert isinstance(_regex(pattern), _Linear), pattern
+    backtracking = ("^/v1/.*$", "(x|xx)+y", "a{2,3}", r"(a)\1", "(?=a*)b", "^(a+)$",
+                    "^(x|(y+))$", "(?:a|b(c|d*))", "(?<!a+?)b", "(a)?(?(1)b|c)", "a*+")  # fmt: skip
+    for pattern in backtracking:
+        assert not isinstance(_regex(pattern), _Linear), pattern
+    # what the walk does not understand counts as repetition
+    assert _repeats(5) is True and _repeats([("x",)]) is True
