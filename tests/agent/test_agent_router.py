@@ -5,6 +5,8 @@ two real engines; these run fast enough for every mutant in `make mutation`."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -307,3 +309,17 @@ def test_patterns_without_repetition_skip_the_timeout():
         assert not isinstance(_regex(pattern), _Linear), pattern
     # what the walk does not understand counts as repetition
     assert _repeats(5) is True and _repeats([("x",)]) is True
+
+
+def test_an_agent_without_backtracking_rules_never_imports_regex():
+    """Importing `regex` costs ~3 MB of idle RSS (the agent's memory target counts it)."""
+    code = (
+        "import sys\n"
+        "from cube_agent.config import load_settings\n"
+        "from cube_agent.routing import Router\n"
+        "rules = [{'name': 'r', 'target': 'http://10.0.0.1:1', 'match': {'path': '^/v1/'}}]\n"
+        "Router(load_settings(target_url='http://10.0.0.2:1', auth=False), rules)\n"
+        "print('regex' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr

@@ -402,6 +402,23 @@ def test_context_round_trip_continues_the_conversation():
     ]
 
 
+def test_a_system_message_in_a_context_is_not_carried_on():
+    """The context is the conversation without system prompts, also when a client's
+    context (read from its JSON) has one: the system prompt is the request's own."""
+    forged = list(
+        orjson.dumps([{"role": "system", "content": "old"}, {"role": "user", "content": "a"}])
+    )
+    body = {"model": "m", "prompt": "b", "context": forged, "stream": False}
+    _, out = translate.generate_request(parse(GenerateRequest, orjson.dumps(body)))
+    answer = {"choices": [{"message": {"content": "c"}}]}
+    done = translate.chat_response(answer, "m", "generate", 0.0, out["messages"])
+    assert [m["role"] for m in orjson.loads(bytes(done["context"]))] == [
+        "user",
+        "user",
+        "assistant",
+    ]
+
+
 def test_encode_context_keeps_text_only():
     history = [
         {"role": "system", "content": "s"},
@@ -766,6 +783,11 @@ def test_the_counters_seen_in_any_event_are_kept():
     assert out[-1]["prompt_eval_count"] == 4
     assert out[-1]["eval_duration"] == 1_500_000
     assert out[-1]["done_reason"] == "stop"
+
+
+def test_an_event_with_choices_is_openais_whatever_else_it_carries():
+    out = run(sse({"choices": [{"index": 0, "delta": {"content": "a"}}], "content": ""}))
+    assert [o["message"]["content"] for o in out] == ["a", ""]
 
 
 def test_only_the_first_choice_and_a_choice_without_index_is_the_first():
