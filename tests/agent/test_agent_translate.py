@@ -131,6 +131,14 @@ def test_format_json_and_a_schema():
     assert raw["response_format"]["json_schema"]["schema"] == schema
 
 
+def test_format_json_as_parsed_from_the_wire():
+    """ "json" read from the client's JSON (an equal string, not the same object)."""
+    body = orjson.dumps({"model": "m", "messages": USER, "format": "json", "think": "low"})
+    out = translate.chat_request(parse(ChatRequest, body))
+    assert out["response_format"] == {"type": "json_object"}
+    assert out["reasoning_effort"] == "low"
+
+
 def test_think_is_the_templates_switch_and_a_level_is_reasoning_effort():
     assert "chat_template_kwargs" not in chat(messages=USER)  # unset: the template's default
     assert "reasoning_effort" not in chat(messages=USER, think=True)
