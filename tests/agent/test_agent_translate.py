@@ -132,7 +132,7 @@ def test_format_json_and_a_schema():
 
 
 def test_format_json_as_parsed_from_the_wire():
-    """ "json" read from the client's JSON (an equal string, not the same object)."""
+    """format and think as read from the client's JSON body."""
     body = orjson.dumps({"model": "m", "messages": USER, "format": "json", "think": "low"})
     out = translate.chat_request(parse(ChatRequest, body))
     assert out["response_format"] == {"type": "json_object"}
