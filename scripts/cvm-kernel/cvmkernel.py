@@ -35,6 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steps import StepError, logger
+from steps import sh as run_step
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 BUILDROOT_DIR = Path(
@@ -70,31 +74,15 @@ BUILD_ENV = {
 }
 
 
-class KernelError(Exception):
+class KernelError(StepError):
     """A step that failed; str() is the message."""
 
 
-def log(message: str) -> None:
-    print(f"cvmkernel: {message}", file=sys.stderr, flush=True)
+log = logger("cvmkernel")
 
 
 def sh(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
-    command = [str(a) for a in args]
-    try:
-        return subprocess.run(
-            command,
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            **kwargs,
-        )
-    except FileNotFoundError as error:
-        raise KernelError(f"{command[0]}: not installed (scripts/install-host-deps.sh)") from error
-    except subprocess.CalledProcessError as error:
-        tail = "\n".join(error.stdout.splitlines()[-30:])
-        raise KernelError(f"{' '.join(command)}: exit status {error.returncode}\n{tail}") from error
+    return run_step(*args, error=KernelError, **kwargs)
 
 
 def sha256_file(path: Path) -> str:

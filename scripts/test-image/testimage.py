@@ -59,6 +59,8 @@ BUILDROOT_DIR = Path(
 CACHE = Path(os.environ.get("CUBE_TEST_IMAGE_CACHE", Path.home() / ".cache/cube-hal/test-images"))
 sys.path.insert(0, str(REPO / "scripts/cvm-kernel"))
 import cvmkernel  # noqa: E402
+from steps import StepError, logger  # noqa: E402  (scripts/, put on the path by cvmkernel)
+from steps import sh as run_step  # noqa: E402
 
 KERNEL_FRAGMENTS = [cvmkernel.FRAGMENT, REPO / "scripts/cvm-kernel/test.fragment"]
 
@@ -113,36 +115,16 @@ CHAIN_PUBLIC = ("ark.pem", "ask.pem", "vcek.pem", "certs.bin")
 MAKEUSERS_DEFINE = re.compile(r"^define (\w+)_USERS\n(.*?)^endef", re.MULTILINE | re.DOTALL)
 
 
-class BuildError(Exception):
+class BuildError(StepError):
     """A step that failed; str() is the one-line message."""
 
 
-def log(message: str) -> None:
-    print(f"testimage: {message}", file=sys.stderr, flush=True)
+log = logger("testimage")
 
 
 def sh(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
-    """Run a build step quietly; its output is shown only when it fails. Every step sees
-    SOURCE_DATE_EPOCH, as in a BR2_REPRODUCIBLE build: Python's compileall (pip) then
-    writes hash-based .pyc files instead of ones stamped with the sources' mtimes, and
-    shadow's useradd dates the password changes in /etc/shadow with it."""
-    command = [str(a) for a in args]
-    kwargs["env"] = {**kwargs.get("env", os.environ), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-    try:
-        return subprocess.run(
-            command,
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            **kwargs,
-        )
-    except FileNotFoundError as error:
-        raise BuildError(f"{command[0]}: not installed (scripts/install-host-deps.sh)") from error
-    except subprocess.CalledProcessError as error:
-        tail = "\n".join(error.stdout.splitlines()[-20:])
-        raise BuildError(f"{' '.join(command)}: exit status {error.returncode}\n{tail}") from error
+    """Run a build step quietly; its output is shown only when it fails."""
+    return run_step(*args, error=BuildError, **kwargs)
 
 
 # --- inputs ------------------------------------------------------------------------------
