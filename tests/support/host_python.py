@@ -13,6 +13,7 @@ The root is cached under ~/.cache/cube-hal/host-python/, keyed by what went into
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -24,7 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.image_python import DEBIAN_MIRROR, DEBIAN_SUITE, BuildError, python_minor, run
+from support.image_python import (
+    DEBIAN_SUITE,
+    BuildError,
+    debian_python_root,
+    python_minor,
+    run,
+)
 
 CACHE = Path(os.environ.get("CUBE_HOST_PYTHON_CACHE", Path.home() / ".cache/cube-hal/host-python"))
 VENV = "/opt/host-python"
@@ -80,9 +87,9 @@ def build_host_python(buildroot: Path, log=print) -> HostPython:
         raise BuildError("building Buildroot's host Python needs root (mmdebstrap, chroot)")
     minor = python_minor(buildroot)
     requirements = [f"{pypi}=={package_version(buildroot, br)}" for br, pypi in PACKAGES.items()]
-    key = hashlib.sha256(
-        json.dumps([DEBIAN_SUITE, minor, requirements, Path(__file__).read_text()]).encode()
-    ).hexdigest()[:16]
+    made_by = [Path(__file__).read_text(), inspect.getsource(debian_python_root)]
+    key = hashlib.sha256(json.dumps([DEBIAN_SUITE, minor, requirements, made_by]).encode())
+    key = key.hexdigest()[:16]
     final = CACHE / f"python{minor}-{key}"
     if (final / "root" / VENV.lstrip("/") / "bin/python3").exists():
         return HostPython(final / "root", minor, requirements)
@@ -92,10 +99,7 @@ def build_host_python(buildroot: Path, log=print) -> HostPython:
         partial = Path(tmp)
         root = partial / "root"
         log(f"host-python: Debian {DEBIAN_SUITE} with python{minor} (about 30 s)")
-        run("mmdebstrap", "--quiet", "--variant=minbase",
-            "--aptopt=Acquire::Check-Valid-Until \"false\"",
-            f"--include=python{minor},python{minor}-venv", DEBIAN_SUITE, root,
-            f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main")  # fmt: skip
+        debian_python_root(root, minor)
         wheels = root / "tmp" / "wheels"
         run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
             "--python-version", minor, "-d", wheels, *requirements)  # fmt: skip

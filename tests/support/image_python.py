@@ -201,6 +201,15 @@ def download_wheels(requirements: list[str], minor: str, dest: Path) -> None:
     run(*args, *requirements)
 
 
+def debian_python_root(root: Path, minor: str) -> None:
+    """A minimal Debian root at `root` with python{minor} and its venv module."""
+    run("mmdebstrap", "--quiet", "--variant=minbase",
+        # The mirror is a frozen copy: its Release files are past their date.
+        "--aptopt=Acquire::Check-Valid-Until \"false\"",
+        f"--include=python{minor},python{minor}-venv", DEBIAN_SUITE, root,
+        f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main")  # fmt: skip
+
+
 def build_image_python(
     buildroot: Path, info: dict, hooks: Sequence[str] = (), log=print
 ) -> ImagePython:
@@ -223,11 +232,7 @@ def build_image_python(
         partial = Path(tmp)
         root = partial / "root"
         log(f"image-python: Debian {DEBIAN_SUITE} with python{minor} (about 30 s)")
-        run("mmdebstrap", "--quiet", "--variant=minbase",
-            # The mirror is a frozen copy: its Release files are past their date.
-            "--aptopt=Acquire::Check-Valid-Until \"false\"",
-            f"--include=python{minor},python{minor}-venv", DEBIAN_SUITE, root,
-            f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main")  # fmt: skip
+        debian_python_root(root, minor)
         log(f"image-python: {len(requirements)} wheels at Buildroot's versions")
         wheels = root / "tmp" / "wheels"
         wheels.mkdir()
