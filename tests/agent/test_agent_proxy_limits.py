@@ -185,6 +185,8 @@ def test_the_engines_hop_by_hop_and_proxy_headers_stop_at_the_agent():
         (b"X-Also-Kept", b"a"),
         (b"x-request-id", b"engine-id"),
         (b"X-Note", b"x-kept"),  # so is one whose name sorts after "connection"
+        (b"Server", b"x-kept"),  # a dropped header that is not Connection names nothing
+        (b"Date", b"X-Also-Kept"),
     ]
     kept = response_headers(SimpleNamespace(raw_headers=raw))
     assert kept == [
