@@ -25,9 +25,9 @@ once and cached as an input (tests/support/snp_chain.py; test-chain-<hash>/); th
 UV_CUBE_AGENT_TSM_ROOT points at its mount. The trusted root (ark.pem) stays in the image
 directory, on the host side (test-root/), for cube-verify. Test images only.
 
-Reproducible: every step runs with SOURCE_DATE_EPOCH, so the same inputs (this tree, the
-cached Debian base, kernel and test chain, the wheels PyPI serves) give the same
-rootfs.img bytes and root hash (tests/integration/test_reproducible_image.py).
+Reproducible: every step runs with SOURCE_DATE_EPOCH and pip writes no .pyc, so the same
+inputs (this tree, the cached Debian base, kernel and test chain, the wheels PyPI serves)
+give the same rootfs.img bytes and root hash (tests/integration/test_reproducible_image.py).
 
 An image is a directory shaped like Buildroot's output/images (bzImage, rootfs.img,
 kernel-cmdline, rootfs.verity), cached under
@@ -329,6 +329,10 @@ def install_agent(root: Path, workdir: Path) -> None:
         "--no-cache-dir",
         "--break-system-packages",
         "--root-user-action=ignore",
+        # No .pyc: marshal's output is not stable from one pip process to another (the
+        # same sources gave other bytes in a clean clone's CI run), and on the read-only
+        # root the interpreter compiles in memory anyway.
+        "--no-compile",
         f"--find-links={GUEST_WHEELS}",
         "cube-agent",
         "uvloop",
