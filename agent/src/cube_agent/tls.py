@@ -61,16 +61,6 @@ def report_data(spki_der: bytes | None, nonce: bytes) -> bytes:
     return spki_digest(spki_der) + nonce
 
 
-def cert_spki(cert_pem: bytes) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 @dataclass
 class TlsIdentity:
     """A certificate chain and its private key, both PEM, held in memory, and the
@@ -140,8 +130,10 @@ def generate(names: list[str] | None = None) -> TlsIdentity:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    return TlsIdentity(cert_pem, key_pem, cert_spki(cert_pem))
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return TlsIdentity(cert.public_bytes(serialization.Encoding.PEM), key_pem, spki)
 
 
 def load(cert_file: Path, key_file: Path) -> TlsIdentity:
@@ -158,12 +150,11 @@ def load(cert_file: Path, key_file: Path) -> TlsIdentity:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
         raise TlsError(f"{cert_file} / {key_file}: not a PEM certificate and key: {exc}") from None
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if leaf.public_key().public_bytes(
-        serialization.Encoding.DER, public
-    ) != key.public_key().public_bytes(serialization.Encoding.DER, public):
+    der, public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    spki = leaf.public_key().public_bytes(der, public)
+    if spki != key.public_key().public_bytes(der, public):
         raise TlsError(f"{key_file} is not the key of the certificate in {cert_file}")
-    identity = TlsIdentity(cert_pem, key_pem, cert_spki(cert_pem))
+    identity = TlsIdentity(cert_pem, key_pem, spki)
     identity.ssl_context()  # fail at start-up, not on the first connection
     return identity
 
