@@ -6,6 +6,7 @@
   non-streamed generation), then answers; counts started, finished and cancelled ones.
 - `GET /v1/big?mb=N`: N MiB with a Content-Length, in 1 MiB writes.
 - `GET /v1/hop`: an answer carrying every hop-by-hop header, and one its Connection names.
+- `GET /v1/cookie`: an answer that sets a cookie (an engine's session, for one client).
 - `GET /v1/models`: a model list; every request's headers are kept.
 - `GET /stats`: the counters and the last request's headers (not proxied: the agent has no
   such route).
@@ -65,6 +66,13 @@ async def hop(request: web.Request) -> web.Response:
     return resp
 
 
+async def cookie(request: web.Request) -> web.Response:
+    stats["last_headers"] = dict(request.headers)
+    resp = web.json_response({"ok": True})
+    resp.set_cookie("engine-session", "for-the-first-client", path="/")
+    return resp
+
+
 async def models(request: web.Request) -> web.Response:
     stats["last_headers"] = dict(request.headers)
     return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
@@ -79,6 +87,7 @@ def main() -> None:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/big", big)
     app.router.add_get("/v1/hop", hop)
+    app.router.add_get("/v1/cookie", cookie)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/health", lambda r: web.json_response({"status": "ok"}))

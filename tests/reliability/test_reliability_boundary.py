@@ -692,6 +692,43 @@ def test_hop_by_hop_headers_stop_at_the_agent_both_ways(hostile):
     assert resp.headers["x-kept"] == "yes"
 
 
+def test_a_cookie_the_engine_sets_for_one_client_never_reaches_it_for_another(hostile, keys):
+    """The agent's client kept the engine's Set-Cookie (for an engine named by host name,
+    as in the sandbox) and sent it with every later request of every key. Now the agent
+    keeps no cookies: the answer carries the cookie to its own client, and that is all."""
+    engine, _ = hostile
+    agent = start_agent(engine.url.replace("127.0.0.1", "localhost"), keys, engine="openai")
+    try:
+        first = httpx.get(agent.url + "/v1/cookie", headers=bearer(keys.default))
+        assert first.status_code == 200
+        assert "engine-session" in first.headers["set-cookie"]  # the engine's answer, whole
+        later = httpx.get(agent.url + "/v1/models", headers=bearer(keys.admin))
+        assert later.status_code == 200
+        seen = {k.lower(): v for k, v in engine.stats()["last_headers"].items()}
+        assert "cookie" not in seen, seen["cookie"]
+        own = httpx.get(agent.url + "/v1/models", headers={**bearer(keys.admin), "Cookie": "a=b"})
+        assert own.status_code == 200
+        assert engine.stats()["last_headers"].get("Cookie") == "a=b"  # a client's own: passed
+    finally:
+        agent.stop()
+
+
+def test_a_client_cannot_set_its_own_address_in_the_log(hostile, keys):
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: any local client chose
+    the address the access log names. The agent is the front door: it trusts none."""
+    _, start = hostile
+    agent = start(log_level="debug")  # successes are logged at debug
+    spoof = {**bearer(keys.default), "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    assert httpx.get(agent.url + "/v1/models", headers=spoof).status_code == 200
+
+    def logged() -> list[dict]:  # written after the answer went out
+        lines = [json.loads(ln) for ln in agent.process.output().splitlines() if "{" in ln]
+        return [ln for ln in lines if ln.get("route") == "/v1/models"]
+
+    wait_until(logged, 10, "the access log line")
+    assert [ln["client"] for ln in logged()] == ["127.0.0.1"], logged()
+
+
 def test_engine_failures_do_not_reveal_the_engine_to_clients(keys, tmp_path):
     """502 messages named the engine's URL and the parser's internals; the log keeps them."""
     port = free_port()  # nothing listens there

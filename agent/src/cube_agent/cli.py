@@ -107,6 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
         "server_header": False,
+        # The agent is the front door: no proxy before it may set the client's address or
+        # scheme (uvicorn trusts X-Forwarded-For/-Proto from 127.0.0.1 by default).
+        "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
     log = logging.getLogger("cube_agent")

@@ -85,9 +85,12 @@ class Upstream:
         )
         # Bodies pass through as the engine sent them (compressed or not); aiohttp adds no
         # Accept-Encoding of its own, so the agent's own requests get plain JSON back.
+        # No cookie jar: a cookie the engine sets is its client's (in the answer), never
+        # sent again with another client's request.
         self.session = aiohttp.ClientSession(
             base_url=self.origin,
             connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=self.timeout,
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
