@@ -202,7 +202,7 @@ class AgentApp(FastAPI):
             except PathError as exc:
                 await refuse(scope, send, AgentError(400, str(exc), "invalid_path"))
                 return
-        if self.browser is not None:
+        if self.browser is not None and not self.browser.untouched(scope):
             await self.browser(scope, receive, send)
         else:
             await self.serve(scope, receive, send)

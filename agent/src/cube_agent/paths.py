@@ -21,6 +21,7 @@ and decoding it again changes nothing. The engine gets the raw, checked path, un
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import unquote
 
 # A segment: allowed characters or allowed escapes, and not "." or "..".
@@ -38,8 +39,10 @@ class PathError(ValueError):
     """A path or query with more than one possible meaning (the message says why)."""
 
 
+@lru_cache(maxsize=1024)
 def canonical_path(raw: bytes) -> str:
-    """The request path decided on and forwarded, from the raw bytes the client sent."""
+    """The request path decided on and forwarded, from the raw bytes the client sent.
+    Cached: clients send the same few paths (a refused one raises and is never cached)."""
     if RAW_PATH.fullmatch(raw) is None:
         raise PathError(_why(raw))
     text = raw.decode("ascii")
@@ -47,6 +50,8 @@ def canonical_path(raw: bytes) -> str:
 
 
 def check_query(raw: bytes) -> str:
+    if not raw:
+        return ""
     if RAW_QUERY.fullmatch(raw) is None:
         raise PathError("the query string has characters or escapes that are not allowed")
     return raw.decode("ascii")

@@ -98,6 +98,7 @@ class Call:
     status: int = 500
     started: bool = False  # the status line is out: too late to answer an error
     body: bytes = b""
+    admitted: bool = False  # counted in the concurrency limits (max_concurrency)
     buffered: int = 0  # body bytes reserved in the agent's budget (max_buffered_bytes)
     bucket: str | None = None  # the key's name, for its share of the limits
 
@@ -188,7 +189,8 @@ class Proxy:
             request_id=request_id,
         )
         try:
-            await self._serve(call, scope, receive, send)
+            name = self._check(call)
+            await self._serve(call, name, scope, receive, send)
         except ClientLeft:
             call.status = 499  # nginx's code for it: logged, never sent
         except AgentError as exc:
@@ -199,6 +201,8 @@ class Proxy:
             log.error("unhandled error", exc_info=exc)
             await self._send_error(call, send, AgentError(500, "internal error in the agent"))
         finally:
+            if call.admitted:
+                self._leave(call)
             if call.buffered:
                 self._release(call)
             metrics.in_flight.dec()
@@ -207,7 +211,9 @@ class Proxy:
             metrics.observe(route, call.status, elapsed)
             log_request(scope, call.request_id, route, call.status, elapsed)
 
-    async def _serve(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+    def _check(self, call: Call) -> str | None:
+        """Method, endpoint, key and limits, before anything is read: the Ollama endpoint
+        name (None for /v1/), or AgentError. An admitted request is counted out by handle."""
         if call.method not in PROXY_METHODS:
             raise AgentError(405, "Method Not Allowed", "method_not_allowed")
         name = None if call.path.startswith("/v1/") else call.path[5:]
@@ -219,18 +225,20 @@ class Proxy:
             raise AgentError(404, f"no such endpoint: {call.path}", "not_found")
         admin = name in OLLAMA_MODEL_MANAGEMENT or call.path in OPENAI_MODEL_MANAGEMENT
         key = self.auth.check(call.headers, call.domain, admin=admin)  # type: ignore[arg-type]
-        bucket = call.bucket = key.name if key is not None else None
-        self._admit(bucket)
-        try:
-            await self._serve_admitted(call, name, scope, receive, send)
-        finally:
-            self._active -= 1
-            if bucket is not None:
-                left = self._active_by_key[bucket] - 1
-                if left:
-                    self._active_by_key[bucket] = left
-                else:
-                    del self._active_by_key[bucket]
+        call.bucket = key.name if key is not None else None
+        self._admit(call.bucket)
+        call.admitted = True
+        return name
+
+    def _leave(self, call: Call) -> None:
+        self._active -= 1
+        bucket = call.bucket
+        if bucket is not None:
+            left = self._active_by_key[bucket] - 1
+            if left:
+                self._active_by_key[bucket] = left
+            else:
+                del self._active_by_key[bucket]
 
     def _admit(self, bucket: str | None) -> None:
         """Count a request in, or refuse it at once: 503 when the agent holds its limit of
@@ -251,7 +259,7 @@ class Proxy:
             self._active_by_key[bucket] = held + 1
         self._active += 1
 
-    async def _serve_admitted(
+    async def _serve(
         self, call: Call, name: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         call.body = await self._read_body(call, receive)
@@ -430,9 +438,13 @@ class Proxy:
         timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch)
         resp = None
         try:
-            resp = await self._send(
-                upstream, call.method, path, call.forward, call.body or None, call.query
-            )
+            try:
+                resp = await upstream.request(
+                    call.method, path, call.forward, call.body or None, call.query
+                )
+            except AgentError as exc:
+                self._count_failure(upstream, exc)
+                raise
             headers = response_headers(resp)
             headers.append((REQUEST_ID, call.request_id))
             length = resp.content_length
@@ -607,9 +619,12 @@ class Proxy:
         try:
             return await upstream.request(method, path, headers, body, query)
         except AgentError as exc:
-            kind = "timeout" if exc.status == 504 else "unreachable"
-            self.metrics.upstream_errors.labels(upstream.url, kind).inc()
+            self._count_failure(upstream, exc)
             raise
+
+    def _count_failure(self, upstream: Upstream, exc: AgentError) -> None:
+        kind = "timeout" if exc.status == 504 else "unreachable"
+        self.metrics.upstream_errors.labels(upstream.url, kind).inc()
 
     def _upstream_failure(self, upstream: Upstream, exc: BaseException) -> AgentError:
         """The client's error says what failed, not where or how: the engine's address and
