@@ -68,3 +68,49 @@ def test_the_schema_lists_the_proxied_operations(openai_double, agent_factory):
     h = agent.headers()
     assert httpx.get(agent.url + "/v1/models", headers=h).status_code == 200
     assert httpx.get(agent.url + "/default/v1/models", headers=h).status_code == 200
+
+
+def test_one_process_metrics_read_as_prometheus_clients_own_would():
+    """The single-process metrics are plain numbers turned into families at scrape time:
+    what a scraper reads must equal what prometheus_client's metric objects give for the
+    same requests (bucket bounds inclusive, cumulative buckets, count, sum, in flight)."""
+    from cube_agent import metrics as m
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ours = m.Metrics()
+    registry = CollectorRegistry()
+    requests = Counter(*m.REQUESTS, ["route", "status"], registry=registry)
+    latency = Histogram(*m.LATENCY, ["route"], buckets=m.BUCKETS, registry=registry)
+    in_flight = Gauge(*m.IN_FLIGHT, registry=registry)
+    chunks = Counter(*m.CHUNKS, ["route"], registry=registry)
+    seen = [
+        ("/v1/models", 200, 0.001),  # on a bound: counted in that bucket
+        ("/v1/models", 200, 0.0011),
+        ("/v1/models", 401, 0.0),
+        ("/api/chat", 200, 7.5),
+        ("/api/chat", 502, 601.0),  # past the last bound: +Inf only
+    ]
+    for _ in range(6):  # one still being answered
+        ours.started()
+        in_flight.inc()
+    for route, status, seconds in seen:
+        ours.observe(route, status, seconds)
+        in_flight.dec()
+        requests.labels(route, str(status)).inc()
+        latency.labels(route).observe(seconds)
+    ours.add_chunks("/api/chat", 4)
+    ours.add_chunks("/api/chat", 0)
+    chunks.labels("/api/chat").inc(4)
+
+    def samples(text: str) -> set[tuple]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), round(s.value, 9))
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.name.endswith("_created") and "upstream_errors" not in s.name
+        }
+
+    expected = samples(generate_latest(registry).decode())
+    assert samples(ours.exposition().decode()) == expected
+    assert ("cube_agent_requests_in_flight", (), 1.0) in expected

@@ -1,13 +1,21 @@
-"""Prometheus metrics, one registry per app, label children looked up once and cached.
+"""Prometheus metrics, one registry per app.
+
+One process (the default): the request-path metrics are plain numbers, turned into metric
+families only when `/metrics` is scraped (a custom collector, prometheus_client's own API).
+prometheus_client's metric objects take a lock and several calls per update: on the proxy's
+hot path that was ~4 % of a request's CPU (measured, make bench).
 
 With several worker processes (`UV_CUBE_AGENT_WORKERS` > 1) the CLI sets
-PROMETHEUS_MULTIPROC_DIR before any worker starts: prometheus_client then keeps every value
-in per-process files there, and `/metrics` sums them, so any worker answers for all.
+PROMETHEUS_MULTIPROC_DIR before any worker starts: every update then goes at once into
+prometheus_client's per-process files there, and `/metrics` sums them, so any worker
+answers for all.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +26,13 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -66,65 +81,60 @@ def route_label(path: str) -> str:
     return "other"
 
 
+REQUESTS = ("cube_agent_requests", "Requests answered, by endpoint and HTTP status")
+LATENCY = (
+    "cube_agent_request_duration_seconds",
+    "Time from request to the last byte of the answer (streams included)",
+)
+IN_FLIGHT = ("cube_agent_requests_in_flight", "Requests being answered")
+CHUNKS = ("cube_agent_stream_chunks", "Chunks forwarded to clients in streamed answers")
+BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+_LE = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]
+
+
 class Metrics:
+    """What the handlers count: `started()` as a request comes in, `observe()` when it is
+    answered, `add_chunks()` when a stream ends; `exposition()` is the `/metrics` text."""
+
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_DIR))
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "cube_agent_requests",
-            "Requests answered, by endpoint and HTTP status",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "cube_agent_request_duration_seconds",
-            "Time from request to the last byte of the answer (streams included)",
-            ["route"],
-            buckets=(
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-                30,
-                60,
-                120,
-                300,
-                600,
-            ),
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "cube_agent_requests_in_flight",
-            "Requests being answered",
-            registry=self.registry,
-            multiprocess_mode="livesum",  # summed over the live workers
-        )
+        # Rare (failures only): a prometheus_client metric in either mode.
         self.upstream_errors = Counter(
             "cube_agent_upstream_errors",
             "Engine failures: unreachable (502) or timeout (504)",
             ["target", "kind"],
             registry=self.registry,
         )
-        self.stream_chunks = Counter(
-            "cube_agent_stream_chunks",
-            "Chunks forwarded to clients in streamed answers",
-            ["route"],
-            registry=self.registry,
-        )
-        self._requests: dict[tuple[str, int], Counter] = {}
-        self._latency: dict[str, Histogram] = {}
-        self._chunks: dict[str, Counter] = {}
+        self.in_flight = 0
+        self._requests: dict[tuple[str, int], int] = {}
+        # per route: the count in each bucket (not cumulative), then +Inf, then the sum
+        self._latency: dict[str, list[float]] = {}
+        self._chunks: dict[str, int] = {}
+        self._shared = _Shared(self.registry) if self.multiprocess else None
+        if self._shared is None:
+            self.registry.register(_Collector(self))
 
     def exposition(self) -> bytes:
         """The text `/metrics` answers: this process's registry, or every worker's files."""
@@ -139,7 +149,76 @@ class Metrics:
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())
 
+    def started(self) -> None:
+        self.in_flight += 1
+        if self._shared is not None:
+            self._shared.in_flight.inc()
+
     def observe(self, route: str, status: int, seconds: float) -> None:
+        """One request answered (it leaves the in-flight count)."""
+        self.in_flight -= 1
+        if self._shared is not None:
+            self._shared.observe(route, status, seconds)
+            return
+        key = (route, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        hist = self._latency.get(route)
+        if hist is None:
+            hist = self._latency[route] = [0] * (len(BUCKETS) + 2)
+        hist[bisect_left(BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+
+    def add_chunks(self, route: str, count: int) -> None:
+        if not count:
+            return
+        if self._shared is not None:
+            self._shared.chunks(route).inc(count)
+            return
+        self._chunks[route] = self._chunks.get(route, 0) + count
+
+
+class _Collector:
+    """The plain numbers of one process as metric families, at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        requests = CounterMetricFamily(*REQUESTS, labels=["route", "status"])
+        for (route, status), count in list(m._requests.items()):
+            requests.add_metric([route, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(*LATENCY, labels=["route"])
+        for route, hist in list(m._latency.items()):
+            cumulative, buckets = 0.0, []
+            for le, count in zip(_LE, hist[:-1], strict=True):
+                cumulative += count
+                buckets.append((le, cumulative))
+            latency.add_metric([route], buckets, hist[-1])
+        yield latency
+        yield GaugeMetricFamily(*IN_FLIGHT, value=m.in_flight)
+        chunks = CounterMetricFamily(*CHUNKS, labels=["route"])
+        for route, count in list(m._chunks.items()):
+            chunks.add_metric([route], count)
+        yield chunks
+
+
+class _Shared:
+    """Several workers: prometheus_client metrics, written through to the shared files."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(*REQUESTS, ["route", "status"], registry=registry)
+        self.latency = Histogram(*LATENCY, ["route"], buckets=BUCKETS, registry=registry)
+        # summed over the live workers
+        self.in_flight = Gauge(*IN_FLIGHT, registry=registry, multiprocess_mode="livesum")
+        self.stream_chunks = Counter(*CHUNKS, ["route"], registry=registry)
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
+        self._chunks: dict[str, Counter] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.in_flight.dec()
         child = self._requests.get((route, status))
         if child is None:
             child = self._requests[(route, status)] = self.requests.labels(route, str(status))

@@ -70,7 +70,7 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
         status = 500
         metrics = self.metrics
-        metrics.in_flight.inc()
+        metrics.started()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -82,7 +82,6 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = route_label(scope["path"])
             metrics.observe(route, status, elapsed)

@@ -156,7 +156,7 @@ class Proxy:
         """Serve one request whose path PROXY_PATH matched, from start to metrics."""
         started = time.perf_counter()
         metrics = self.metrics
-        metrics.in_flight.inc()
+        metrics.started()
         headers: dict[str, str] = {}
         forward: list[tuple[str, str]] = []
         named: list[str] = []  # Connection: names more hop-by-hop headers (RFC 9110 7.6.1)
@@ -205,7 +205,6 @@ class Proxy:
                 self._leave(call)
             if call.buffered:
                 self._release(call)
-            metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = route_label(call.scope_path)
             metrics.observe(route, call.status, elapsed)
@@ -494,9 +493,9 @@ class Proxy:
         """Relay each chunk as one body message as soon as it arrives (uvicorn drops sends
         to a client that left; the watcher of _pass_through cancels this instead). An
         answer that arrived whole goes out as one message."""
-        counter = self.metrics.chunks(route_label(call.scope_path))
         content = resp.content
         ended = False
+        chunks = 0  # counted once, when the stream ends
         try:
             while True:
                 chunk = content.read_nowait()
@@ -506,7 +505,7 @@ class Proxy:
                     chunk = await content.readany()
                     if not chunk:
                         break
-                counter.inc()
+                chunks += 1
                 if content.at_eof():  # the engine is done: its last chunk ends the body too
                     state.relaying = False
                     ended = True
@@ -526,6 +525,8 @@ class Proxy:
                 body = stream_error(call.scope_path, content_type, error.message)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             raise StreamBroken(error.message) from None
+        finally:
+            self.metrics.add_chunks(route_label(call.scope_path), chunks)
         state.relaying = False
         resp.release()
         if not ended:
@@ -589,11 +590,11 @@ class Proxy:
         """Yield the engine's chunks as they come (for StreamingResponse, which cancels the
         iteration when the client leaves); on a disconnect or any error, close the engine
         connection instead of returning it."""
-        counter = self.metrics.chunks(route_label(path))
         finished = False
+        count = 0
         try:
             async for chunk in chunks:
-                counter.inc()
+                count += 1
                 yield chunk
             finished = True
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -602,6 +603,7 @@ class Proxy:
             yield stream_error(path, resp.headers.get("content-type", ""), error.message)
             raise StreamBroken(error.message) from None
         finally:
+            self.metrics.add_chunks(route_label(path), count)
             if finished:
                 resp.release()
             else:
