@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -61,8 +62,17 @@ class _Linear:
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
 
-    def search(self, value: str, timeout: float | None = None) -> re.Match[str] | None:
-        return self.pattern.search(value)
+
+Search = Callable[[str], object]
+
+
+def _searcher(value: str) -> Search:
+    """The search a condition runs: `re`'s own for a pattern without repetition (no
+    wrapper: it runs on every request), `regex`'s with the timeout for any other."""
+    pattern = _regex(value)
+    if isinstance(pattern, _Linear):
+        return pattern.pattern.search
+    return partial(pattern.search, timeout=MATCH_TIMEOUT)
 
 
 _UNSAFE_OPS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT", "GROUPREF", "GROUPREF_EXISTS"}
@@ -188,21 +198,21 @@ class _RoutesFile(BaseModel):
 
 @dataclass
 class Rule:
-    """A validated rule with its regexes compiled once."""
+    """A validated rule with its regexes compiled once, each as the search it runs."""
 
     name: str
     priority: int
     upstream: Upstream
     strip_prefix: str
     spec: dict[str, Any]
-    path: regex.Pattern[str] | _Linear | None
+    path: Search | None
     methods: frozenset[str] | None
-    domain: regex.Pattern[str] | _Linear | None
-    headers: tuple[tuple[str, regex.Pattern[str] | _Linear], ...]
-    query: tuple[tuple[str, regex.Pattern[str] | _Linear], ...]
-    body: tuple[tuple[str, regex.Pattern[str] | _Linear], ...]
+    domain: Search | None
+    headers: tuple[tuple[str, Search], ...]
+    query: tuple[tuple[str, Search], ...]
+    body: tuple[tuple[str, Search], ...]
 
-    def _search(self, pattern: regex.Pattern[str] | _Linear, value: str, what: str) -> bool:
+    def _search(self, search: Search, value: str, what: str) -> bool:
         if len(value) > MAX_MATCH_CHARS:
             raise AgentError(
                 400,
@@ -211,7 +221,7 @@ class Rule:
                 "unroutable",
             )
         try:
-            return pattern.search(value, timeout=MATCH_TIMEOUT) is not None
+            return search(value) is not None
         except TimeoutError:
             raise AgentError(
                 400,
@@ -335,12 +345,12 @@ class Router:
             upstream=self._upstream(str(spec.target), spec.engine),
             strip_prefix=spec.strip_prefix,
             spec=spec.model_dump(mode="json"),
-            path=_regex(m.path) if m.path is not None else None,
+            path=_searcher(m.path) if m.path is not None else None,
             methods=frozenset(m.methods) if m.methods is not None else None,
-            domain=_regex(m.domain) if m.domain is not None else None,
-            headers=tuple((k.lower(), _regex(v)) for k, v in m.headers.items()),
-            query=tuple((k, _regex(v)) for k, v in m.query.items()),
-            body=tuple((k, _regex(str(v))) for k, v in m.body.items()),
+            domain=_searcher(m.domain) if m.domain is not None else None,
+            headers=tuple((k.lower(), _searcher(v)) for k, v in m.headers.items()),
+            query=tuple((k, _searcher(v)) for k, v in m.query.items()),
+            body=tuple((k, _searcher(str(v))) for k, v in m.body.items()),
         )
 
     def route(
