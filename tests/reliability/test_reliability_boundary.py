@@ -6,6 +6,7 @@ access logs (one line per request)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -690,6 +691,23 @@ def test_hop_by_hop_headers_stop_at_the_agent_both_ways(hostile):
     for name in ("x-engine-secret", "keep-alive", "upgrade", "trailer", "proxy-authenticate"):
         assert name not in got, name
     assert resp.headers["x-kept"] == "yes"
+
+
+def test_the_engine_gets_the_clients_headers_and_no_others(hostile):
+    """What the agent forwards is what the client sent (end-to-end headers), with the
+    request id: its HTTP client adds none of its own (no Accept, no Accept-Encoding that
+    would have the engine compress, no User-Agent naming the agent's stack)."""
+    engine, start = hostile
+    agent = start()
+    host, port = agent.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("GET", "/v1/hop", skip_accept_encoding=True)
+    conn.putheader("Authorization", agent.headers()["Authorization"])
+    conn.putheader("X-Kept", "yes")
+    conn.endheaders()
+    assert conn.getresponse().status == 200
+    seen = {k.lower() for k in engine.stats()["last_headers"]}
+    assert seen == {"host", "x-kept", "x-request-id"}, seen
 
 
 def test_a_cookie_the_engine_sets_for_one_client_never_reaches_it_for_another(hostile, keys):

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl
 
 import aiohttp
@@ -144,6 +144,8 @@ class Proxy:
         self._active_by_key: dict[str, int] = {}
         self._buffered = 0  # request body bytes held, all requests
         self._buffered_by_key: dict[str, int] = {}
+        self._relays: set[_Relay] = set()  # requests at the engines (_pass_through)
+        self._sweeper: asyncio.TimerHandle | None = None
         # A key's share of the body budget, as of the concurrency: one key's slow uploads
         # cannot take the budget every other key's requests need.
         self.max_key_buffered = (
@@ -413,37 +415,31 @@ class Proxy:
         self, call: Call, upstream: Upstream, path: str, receive: Receive, send: Send
     ) -> None:
         """The hot path: forward, then relay the engine's answer chunk by chunk as ASGI
-        messages. A request still running WATCH_AFTER after it went out gets a watcher for
-        the client leaving; if it does, the engine request is cancelled (its connection
-        closed), before the answer's headers (a whole generation) as well as in a stream."""
+        messages. The request's read and total timeouts, and the watcher for the client
+        leaving, are the sweep's (`_sweep`): aiohttp's own timers cost a timer per socket
+        read, the sweep a look at each request fifty times a second. A client that leaves
+        cancels the engine request (its connection closed), before the answer's headers (a
+        whole generation) as well as in a stream."""
         task = asyncio.current_task()
         assert task is not None
-        state = _Relay()
-        watcher: asyncio.Future | None = None
-
-        def client_left(_: asyncio.Future) -> None:
-            if state.relaying:
-                state.left = True
-                task.cancel()
-
-        def watch() -> None:
-            nonlocal watcher
-            if state.relaying:
-                watcher = asyncio.ensure_future(receive())
-                watcher.add_done_callback(client_left)
-
-        # The watcher (a task) starts only for a request still running after WATCH_AFTER:
-        # the many quick answers cost a timer, not a task.
-        timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch)
+        state = _Relay(task, receive, upstream, time.perf_counter())
+        self._watch(state)
         resp = None
+        sized = False
         try:
             try:
                 resp = await upstream.request(
-                    call.method, path, call.forward, call.body or None, call.query
+                    call.method,
+                    path,
+                    call.forward,
+                    call.body or None,
+                    call.query,
+                    upstream.connect_only,
                 )
             except AgentError as exc:
                 self._count_failure(upstream, exc)
                 raise
+            state.progress += 1
             headers = response_headers(resp)
             headers.append((REQUEST_ID, call.request_id))
             length = resp.content_length
@@ -471,15 +467,51 @@ class Proxy:
             state.relaying = False
             if resp is not None:
                 resp.close()
+            if state.expired is not None:  # the sweep: the engine took too long
+                task.uncancel()
+                await self._engine_failed(call, resp, upstream, send, sized, TimeoutError())
             if not state.left:
                 raise  # the server is shutting down
             task.uncancel()
             raise ClientLeft from None
         finally:
             state.relaying = False
-            timer.cancel()
-            if watcher is not None:
-                watcher.cancel()
+            self._relays.discard(state)
+            if state.watcher is not None:
+                state.watcher.cancel()
+
+    def _watch(self, state: _Relay) -> None:
+        self._relays.add(state)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
+
+    def _sweep(self) -> None:
+        """Every SWEEP_EVERY while requests are at the engines: cancel those past their
+        total timeout or silent past their read timeout (504, or a stream error once the
+        answer started), and give a watcher for the client leaving to those running longer
+        than WATCH_AFTER (the many quick answers never need one)."""
+        now = time.perf_counter()
+        for state in list(self._relays):
+            if not state.relaying:
+                continue
+            if state.progress != state.seen:
+                state.seen = state.progress
+                state.quiet_since = now
+            upstream = state.upstream
+            if now - state.since > upstream.total_timeout:
+                state.expired = "total"
+            elif now - state.quiet_since > upstream.read_timeout:
+                state.expired = "read"
+            if state.expired is not None:
+                state.relaying = False
+                state.task.cancel()
+            elif state.watcher is None and now - state.since >= WATCH_AFTER:
+                state.watcher = asyncio.ensure_future(state.receive())
+                state.watcher.add_done_callback(state.client_left)
+        if self._relays:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
+        else:
+            self._sweeper = None
 
     async def _stream(
         self,
@@ -506,6 +538,7 @@ class Proxy:
                     if not chunk:
                         break
                 chunks += 1
+                state.progress += 1
                 if content.at_eof():  # the engine is done: its last chunk ends the body too
                     state.relaying = False
                     ended = True
@@ -515,22 +548,36 @@ class Proxy:
         except (aiohttp.ClientError, TimeoutError) as exc:
             state.relaying = False
             resp.close()
-            error = self._upstream_failure(upstream, exc)
-            log.warning("engine stream broken", extra={"target": upstream.url, "error": str(exc)})
-            # The status line is gone: say what broke in the stream's own format (both
-            # clients raise on it), then end the connection without a clean last chunk.
-            # With a length there is no room for it: the short body is the signal.
-            if not sized:
-                content_type = resp.headers.get("content-type", "")
-                body = stream_error(call.scope_path, content_type, error.message)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            raise StreamBroken(error.message) from None
+            await self._engine_failed(call, resp, upstream, send, sized, exc)
         finally:
             self.metrics.add_chunks(route_label(call.scope_path), chunks)
         state.relaying = False
         resp.release()
         if not ended:
             await send({"type": "http.response.body", "body": b""})
+
+    async def _engine_failed(
+        self,
+        call: Call,
+        resp: aiohttp.ClientResponse | None,
+        upstream: Upstream,
+        send: Send,
+        sized: bool,
+        exc: BaseException,
+    ) -> NoReturn:
+        """The engine broke off, sent garbage or took too long: a JSON error (504/502)
+        while the status line is not out; after it, what broke in the stream's own format
+        (both clients raise on it) and the connection ends without a clean last chunk.
+        With a length there is no room for it: the short body is the signal."""
+        error = self._upstream_failure(upstream, exc)
+        if not call.started:
+            raise error
+        log.warning("engine stream broken", extra={"target": upstream.url, "error": repr(exc)})
+        if not sized and resp is not None:
+            content_type = resp.headers.get("content-type", "")
+            body = stream_error(call.scope_path, content_type, error.message)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        raise StreamBroken(error.message)
 
     async def _read_whole(self, resp: aiohttp.ClientResponse, upstream: Upstream) -> bytes:
         """An answer the agent needs whole (translation, guardrails), at most max_answer
@@ -651,6 +698,8 @@ WHOLE_ANSWER_BYTES = 256 * 1024
 # A request still waiting for or relaying the engine after this long (s) gets a watcher
 # for the client leaving (which cancels the engine request then).
 WATCH_AFTER = 0.02
+# How often (s) the sweep looks at the requests at the engines (timeouts, watchers).
+SWEEP_EVERY = 0.02
 # Hop-by-hop response headers (RFC 9110 7.6.1), and what the agent sets itself.
 _DROP_RESPONSE_ALL = _DROP_RESPONSE | {b"upgrade", b"trailer", b"te", b"proxy-connection"}
 
@@ -659,10 +708,30 @@ class ClientLeft(Exception):
     """The client went away before its answer was complete; nothing is left to send."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Relay:
-    relaying: bool = True  # the watcher may still cancel the request
+    """One request at the engine, as the sweep sees it."""
+
+    task: asyncio.Task | None = None
+    receive: Receive | None = None
+    upstream: Upstream | None = None
+    since: float = 0.0  # when it went out (perf_counter)
+    relaying: bool = True  # the watcher or the sweep may still cancel the request
     left: bool = False  # it did: the client went away
+    expired: str | None = None  # it did: "read" or "total" timeout
+    progress: int = 0  # the answer's headers and chunks as they come
+    seen: int = 0  # progress at the last sweep, and since when it has not moved
+    quiet_since: float = 0.0
+    watcher: asyncio.Future | None = None
+
+    def __post_init__(self) -> None:
+        self.quiet_since = self.since
+
+    def client_left(self, _: asyncio.Future) -> None:
+        if self.relaying:
+            self.left = True
+            assert self.task is not None
+            self.task.cancel()
 
 
 def without_named(headers: list[tuple[str, str]], connection: list[str]) -> list[tuple[str, str]]:

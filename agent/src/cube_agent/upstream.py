@@ -52,6 +52,15 @@ DROP_RESPONSE_HEADERS = frozenset(
 )
 
 
+class _ExactHeaders(aiohttp.ClientRequest):
+    """A request with the client's headers only: none of aiohttp's defaults (Accept,
+    Accept-Encoding: gzip, User-Agent) is added. aiohttp's own way, skip_auto_headers,
+    builds two multidicts per request to do it (measured: ~1 % of the proxy's CPU)."""
+
+    def update_auto_headers(self, skip_auto_headers: object) -> None:
+        return None
+
+
 class Upstream:
     """One engine: its base URL, its kind (set or detected once) and its connection pool."""
 
@@ -72,6 +81,11 @@ class Upstream:
         self.timeout = aiohttp.ClientTimeout(
             total=total_timeout, connect=connect_timeout, sock_read=read_timeout
         )
+        # The proxy's hot path keeps the read and total timeouts itself (proxy.py, _sweep)
+        # and leaves aiohttp only the connect timeout.
+        self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
+        self.connect_only = aiohttp.ClientTimeout(connect=connect_timeout)
         self.probe_timeout = aiohttp.ClientTimeout(total=connect_timeout + 2)
         # As many connections as the agent admits requests (UV_CUBE_AGENT_MAX_CONCURRENCY):
         # an admitted request never waits for a pooled connection.
@@ -84,7 +98,7 @@ class Upstream:
             limit=self.pool_size, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
         )
         # Bodies pass through as the engine sent them (compressed or not); aiohttp adds no
-        # Accept-Encoding of its own, so the agent's own requests get plain JSON back.
+        # header of its own (_ExactHeaders), so the agent's own requests get plain JSON back.
         # No cookie jar: a cookie the engine sets is its client's (in the answer), never
         # sent again with another client's request.
         self.session = aiohttp.ClientSession(
@@ -93,7 +107,7 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=self.timeout,
             auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            request_class=_ExactHeaders,
             raise_for_status=False,
         )
 
@@ -109,8 +123,10 @@ class Upstream:
         headers: dict[str, str] | list[tuple[str, str]],
         body: bytes | None,
         query: str = "",
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send one request; connection failures become 502, timeouts 504.
+        """Send one request; connection failures become 502, timeouts 504 (`timeout`: the
+        upstream's own connect, read and total timeouts unless given).
 
         `path` and `query` are sent byte for byte (checked by paths.py): encoded=True, so
         yarl neither decodes escapes nor removes dot segments on the way out."""
@@ -120,7 +136,12 @@ class Upstream:
         )
         try:
             return await self.session.request(
-                method, target, headers=headers, data=body, allow_redirects=False
+                method,
+                target,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=timeout or self.timeout,
             )
         except TimeoutError:
             log.warning("engine timed out", extra={"target": self.url})
