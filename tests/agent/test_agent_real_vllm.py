@@ -119,7 +119,9 @@ def test_ollama_chat_streams_ndjson_by_default(agent):
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     objects = [json.loads(line) for line in out.splitlines()]
-    assert len(objects) >= 3
+    # at least one part and the last object: a vLLM that falls behind (a loaded machine)
+    # merges the tokens it has into one delta, so the count of parts is its choice
+    assert len(objects) >= 2
     assert all(o["done"] is False and o["model"] == MODEL_NAME for o in objects[:-1])
     last = objects[-1]
     assert last["done"] is True and last["done_reason"] == "length" and last["eval_count"] == 5
