@@ -117,6 +117,8 @@ def test_strip_prefix_and_a_target_with_a_base_path():
     r = router(rule("r", target="http://10.0.0.2:9000/base/", strip_prefix="/engine-b"))
     assert route(r, "/engine-b/v1/models") == ("http://10.0.0.2:9000/base", "/v1/models", "r")
     assert route(r, "/engine-b") == ("http://10.0.0.2:9000/base", "/", "r")
+    sent = "".join(["/engine", "-b"])  # a path from a request is its own str, equal not same
+    assert route(r, sent)[1] == "/"
     assert route(r, "/v1/engine-b/x")[1] == "/v1/engine-b/x"  # only a leading prefix
     assert route(r, "/api/tags")[1] == "/api/tags"  # a path without it: as sent
     assert route(r, "/engine-a")[1] == "/engine-a"
