@@ -763,15 +763,9 @@ async def until_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
     another one before the answer is relayed)."""
     task = asyncio.current_task()
     assert task is not None
-    state = _Relay()
-
-    def client_left(_: asyncio.Future) -> None:
-        if state.relaying:
-            state.left = True
-            task.cancel()
-
+    state = _Relay(task)
     watcher = asyncio.ensure_future(receive())
-    watcher.add_done_callback(client_left)
+    watcher.add_done_callback(state.client_left)
     try:
         return await work
     except asyncio.CancelledError:
