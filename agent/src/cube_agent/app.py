@@ -202,20 +202,12 @@ class AgentApp(FastAPI):
             except PathError as exc:
                 await refuse(scope, send, AgentError(400, str(exc), "invalid_path"))
                 return
-            if self.browser is not None and not self.browser.untouched(scope):
-                await self.browser(scope, receive, send)
-                return
-            # An API client's request (the hot path): straight to the proxy.
-            match = PROXY_PATH.fullmatch(scope["path"]) if self.proxy is not None else None
-            if match is not None:
-                await self.proxy.handle(scope, receive, send, match)  # type: ignore[union-attr]
-                return
-            await super().__call__(scope, receive, send)
-            return
-        await self.serve(scope, receive, send)
+        if self.browser is not None and not self.browser.untouched(scope):
+            await self.browser(scope, receive, send)
+        else:
+            await self.serve(scope, receive, send)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Behind the browser stage (browser.py): the proxy or FastAPI."""
         if scope["type"] == "http" and self.proxy is not None:
             match = PROXY_PATH.fullmatch(scope["path"])
             if match is not None:
